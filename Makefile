@@ -1,0 +1,40 @@
+# linescore: every target sets itself up; `make test` and `make run` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+MODEL_VERSION ?= 1.0.0
+BUILD ?= build
+
+.PHONY: install run test lint models ablation gallery clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test]'
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/linescore serve --host 127.0.0.1 --port 8080
+
+lint: install
+	$(BIN)/ruff check service training tests
+	$(BIN)/ruff format --check service training tests
+
+test: lint
+	$(BIN)/pytest
+
+models: install
+	$(BIN)/python -m training build --version $(MODEL_VERSION) --workdir $(BUILD)
+
+ablation: models
+	$(BIN)/python -m training ablate --data $(BUILD)/train-seed2020-n80000.h5 \
+		--out models/$(MODEL_VERSION)/ABLATION.md
+
+gallery: install
+	$(BIN)/python -m training gallery --out $(BUILD)/gallery.png
+
+clean:
+	rm -rf $(VENV) $(BUILD)

@@ -1,0 +1,1 @@
+"""linescore runtime: input contract, preprocessing, model bundle and the scoring pipeline."""

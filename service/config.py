@@ -1,0 +1,42 @@
+"""Configuration: read once from the environment when the app is created, nowhere else.
+
+| variable | default | meaning |
+|---|---|---|
+| LINESCORE_MODEL_DIR | (unset) | serve exactly this model directory |
+| LINESCORE_MODELS_ROOT | models | else serve the newest version under this directory |
+| LINESCORE_MAX_BATCH | 4096 | most detections in one batch request |
+| LINESCORE_MAX_BODY_BYTES | 67108864 | largest request body (64 MiB) |
+| LINESCORE_THREADS | 1 | threads per worker for ONNX Runtime, numba, OpenMP and BLAS |
+| LINESCORE_WARMUP_BATCH | 64 | cutouts in the warm-up batch that runs before /readyz turns 200 |
+| PROMETHEUS_MULTIPROC_DIR | (set by the gunicorn config) | where workers share metrics |
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_dir: Path | None = None
+    models_root: Path = Path("models")
+    max_batch: int = Field(4096, ge=1)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    threads: int = Field(1, ge=1)
+    warmup_batch: int = Field(64, ge=1)
+    prometheus_multiproc_dir: Path | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        prefix = "LINESCORE_"
+        values = {
+            name: environ[prefix + name.upper()]
+            for name in cls.model_fields
+            if prefix + name.upper() in environ
+        }
+        if "PROMETHEUS_MULTIPROC_DIR" in environ:
+            values["prometheus_multiproc_dir"] = environ["PROMETHEUS_MULTIPROC_DIR"]
+        return cls.model_validate(values)

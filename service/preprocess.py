@@ -1,0 +1,65 @@
+"""Normalisation that turns canonical cutouts into CNN input; its parameters live in the manifest.
+
+Counts differ by an order of magnitude between the blue and red ends and between nights, so each
+cutout is put in units of its own robust noise: subtract the median of its unmasked pixels and
+divide by their scaled median absolute deviation. Masked pixels (exactly 0) become 0 and are
+flagged in a second channel, so the CNN can tell "no data" from "no signal".
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from service.contract import to_canonical
+
+MAD_TO_SIGMA = 1.4826
+CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Robust per-cutout noise scaling; ``clip`` bounds bright pixels in noise units."""
+
+    method: str = "robust-noise"
+    clip: float = 25.0
+    min_unmasked: int = 16
+
+    def to_manifest(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, entry: dict) -> "Normalization":
+        if entry.get("method") != cls.method:
+            raise ValueError(f"unknown normalisation method {entry.get('method')!r}")
+        return cls(**entry)
+
+    def __call__(self, cutouts: np.ndarray) -> np.ndarray:
+        """Map canonical float32 cutouts (N, 9, 32) to model input (N, 2, 9, 32)."""
+        flat = cutouts.reshape(len(cutouts), -1)
+        masked = flat == 0.0
+        centre, spread = robust_centre_and_spread(flat, masked, self.min_unmasked)
+        scaled = np.clip((flat - centre[:, None]) / spread[:, None], -self.clip, self.clip)
+        scaled[masked] = 0.0
+        out = np.empty((len(cutouts), CHANNELS, *cutouts.shape[1:]), dtype=np.float32)
+        out[:, 0] = scaled.reshape(cutouts.shape)
+        out[:, 1] = masked.reshape(cutouts.shape)
+        return out
+
+
+def robust_centre_and_spread(
+    flat: np.ndarray, masked: np.ndarray, min_unmasked: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row median and scaled MAD of the unmasked values of (N, P) data; spread is > 0.
+
+    Rows with fewer than ``min_unmasked`` unmasked values use all their values instead.
+    """
+    enough = (~masked).sum(axis=1) >= min_unmasked
+    values = np.where(masked & enough[:, None], np.nan, flat)
+    centre = np.nanmedian(values, axis=1)
+    spread = np.nanmedian(np.abs(values - centre[:, None]), axis=1) * MAD_TO_SIGMA
+    return centre, np.where(spread > 0, spread, 1.0)
+
+
+def prepare(cutouts: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """The one path from raw cutouts (N, 9, 32|100) to CNN input, for training and serving."""
+    return normalization(to_canonical(cutouts))

@@ -1,0 +1,23 @@
+"""Typed access to what the factory stored on the app."""
+
+from flask import current_app
+
+from service.config import Settings
+from service.runtime import ModelRuntime
+from service.telemetry import Telemetry
+
+
+def runtime() -> ModelRuntime:
+    return current_app.extensions["linescore"]["runtime"]
+
+
+def settings() -> Settings:
+    return current_app.extensions["linescore"]["settings"]
+
+
+def telemetry() -> Telemetry:
+    return current_app.extensions["linescore"]["telemetry"]
+
+
+def openapi_document() -> bytes:
+    return current_app.extensions["linescore"]["openapi"]

@@ -1,0 +1,50 @@
+"""Every error leaves as RFC 9457 ``application/problem+json``, whatever raised it."""
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from service.codec import encode
+from service.errors import LinescoreError
+
+PROBLEM = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+def problem_response(problem: dict, headers: dict | None = None) -> Response:
+    problem = {**problem, "instance": request.path}
+    return Response(encode(problem), status=problem["status"], mimetype=PROBLEM, headers=headers)
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(LinescoreError)
+    def linescore_error(error: LinescoreError) -> Response:
+        return problem_response(error.problem())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        problem = {
+            "type": "about:blank",
+            "title": error.name,
+            "status": error.code,
+            "detail": error.description,
+        }
+        if error.code == 413:
+            problem["pointer"] = "/"
+        allow = None
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            allow = {"Allow": ", ".join(error.valid_methods)}
+        return problem_response(problem, allow)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(
+            {
+                "type": "about:blank",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "an unexpected error occurred; it has been logged",
+            }
+        )

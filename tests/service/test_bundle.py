@@ -1,0 +1,70 @@
+import json
+import shutil
+
+import pytest
+
+from service import bundle as bundle_module
+from service.bundle import ModelBundle, newest_model_dir
+from service.errors import ArtifactError
+
+
+def copy_model(source, target):
+    shutil.copytree(source, target)
+    return target
+
+
+def test_loads_a_verified_bundle(tiny_bundle):
+    assert tiny_bundle.version == "0.0.1"
+    low, high = tiny_bundle.thresholds
+    assert 0.0 < low < high < 1.0
+    assert tiny_bundle.umap_source in ("pixels", "embedding")
+    assert tiny_bundle.cnn.get_inputs()[0].shape == ["batch", 2, 9, 32]
+
+
+@pytest.mark.parametrize("victim", ["cnn.onnx", "umap.joblib", "svm.joblib"])
+def test_a_corrupted_artifact_is_named_and_never_unpickled(
+    tiny_model_dir, tmp_path, monkeypatch, victim
+):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    data = bytearray((model / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (model / victim).write_bytes(bytes(data))
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("unpickled before the checksum check")
+
+    monkeypatch.setattr(bundle_module.joblib, "load", refuse)
+    with pytest.raises(ArtifactError, match=victim) as caught:
+        ModelBundle.load(model)
+    assert caught.value.pointer.endswith(victim)
+
+
+def test_swapped_artifacts_fail_the_checksum(tiny_model_dir, tmp_path):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    umap_bytes, svm_bytes = (
+        (model / "umap.joblib").read_bytes(),
+        (model / "svm.joblib").read_bytes(),
+    )
+    (model / "umap.joblib").write_bytes(svm_bytes)
+    (model / "svm.joblib").write_bytes(umap_bytes)
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        ModelBundle.load(model)
+
+
+def test_missing_artifact_and_missing_manifest(tiny_model_dir, tmp_path):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    (model / "svm.joblib").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        ModelBundle.load(model)
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
+        ModelBundle.load(tmp_path)
+
+
+def test_newest_version_compares_numerically(tmp_path):
+    for version in ("1.9.0", "1.10.0", "0.2.0"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "manifest.json").write_text(json.dumps({"version": version}))
+    (tmp_path / "2.0.0").mkdir()  # no manifest: not a model
+    assert newest_model_dir(tmp_path).name == "1.10.0"
+    with pytest.raises(ArtifactError, match="no model versions"):
+        newest_model_dir(tmp_path / "2.0.0")

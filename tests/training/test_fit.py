@@ -1,0 +1,56 @@
+"""The tiny end-to-end training run (conftest) and what it must leave behind."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+
+from service.bundle import ModelBundle, sha256_of
+from service.preprocess import prepare
+from training.cnn import LineCNN
+from training.export import export_onnx, max_disagreement
+
+
+def test_training_writes_a_complete_verifiable_model_dir(tiny_model_dir):
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    for name, entry in manifest["artifacts"].items():
+        assert sha256_of(tiny_model_dir / name) == entry["sha256"]
+    assert set(manifest["artifacts"]) == {"cnn.onnx", "umap.joblib", "svm.joblib", "umap_map.npz"}
+    assert manifest["input_contract"]["shape"] == [9, 32]
+    assert manifest["normalization"]["method"] == "robust-noise"
+    assert set(manifest["validation"]["umap_input_choice"]) == {"pixels", "embedding"}
+    assert manifest["umap"]["input"] == max(
+        manifest["validation"]["umap_input_choice"],
+        key=lambda s: manifest["validation"]["umap_input_choice"][s]["fom"],
+    )
+    assert manifest["libraries"]["onnxruntime"] == ort.__version__
+    assert (
+        manifest["training"]["train"]["detections"]
+        + manifest["training"]["validation"]["detections"]
+        == manifest["training"]["data"]["detections"]
+    )
+    assert len(manifest["training"]["history"]) == 6
+
+
+def test_onnx_has_a_dynamic_batch_axis_and_two_outputs(tiny_bundle, tiny_data):
+    model_input = prepare(tiny_data.im_sum[:7], tiny_bundle.normalization)
+    for batch in (1, 7):
+        score, embedding = tiny_bundle.cnn.run(None, {"cutout": model_input[:batch]})
+        assert score.shape == (batch,) and embedding.shape == (batch, 32)
+
+
+def test_pytorch_and_onnx_runtime_agree(tmp_path, tiny_data, tiny_bundle):
+    cnn = LineCNN().eval()
+    path = export_onnx(cnn, tmp_path / "cnn.onnx")
+    difference = max_disagreement(cnn, path, prepare(tiny_data.im_sum, tiny_bundle.normalization))
+    assert difference["score"] < 1e-5 and difference["embedding"] < 1e-4
+    assert not (tmp_path / "cnn.onnx.data").exists()
+
+
+def test_the_tiny_model_learned_something(tiny_model_dir, tiny_data):
+    """Six epochs on about 700 cutouts: far from good, but clearly better than a coin."""
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    validation = manifest["validation"]["cnn_alone"]
+    assert validation["balanced_accuracy"] > 0.6
+    assert ModelBundle.load(tiny_model_dir).version == "0.0.1"
+    assert np.isfinite(validation["fom"])

@@ -1,0 +1,115 @@
+"""``python -m training``: the offline commands (simulate, gallery, train, evaluate, build)."""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from training.ablate import ablate
+from training.build import HELDOUT_SPEC, TRAIN_SPEC, SimulatedSpec, build, record_heldout
+from training.dataset import DatasetError, read_labelled, write_dataset
+from training.ensemble import UmapConfig
+from training.fit import train_bundle
+from training.gallery import write_gallery
+from training.simulate import simulate
+from training.train import TrainConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    sim = commands.add_parser("simulate", help="write a simulated labelled HDF5 file")
+    sim.add_argument("--out", type=Path, required=True)
+    sim.add_argument("--total", type=int, default=TRAIN_SPEC.total)
+    sim.add_argument("--seed", type=int, default=TRAIN_SPEC.seed)
+    sim.add_argument("--first-detectid", type=int, default=TRAIN_SPEC.first_detectid)
+    sim.add_argument("--with-fibers", action="store_true", help="also write im_array (4, 9, 100)")
+
+    gal = commands.add_parser("gallery", help="PNG of simulated examples per visual class")
+    gal.add_argument("--out", type=Path, required=True)
+
+    train = commands.add_parser("train", help="train a model directory from a labelled file")
+    train.add_argument("--data", type=Path, required=True, help="HDF5 with FiberImages (+ Labels)")
+    train.add_argument("--labels", type=Path, help="HDF5 with the Labels table, if separate")
+    train.add_argument("--out", type=Path, required=True, help="e.g. models/2.0.0")
+    train.add_argument("--version", required=True)
+    train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    train.add_argument("--seed", type=int, default=TrainConfig.seed)
+
+    ev = commands.add_parser("evaluate", help="held-out metrics into the manifest and report")
+    ev.add_argument("--model", type=Path, required=True)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--labels", type=Path)
+
+    abl = commands.add_parser("ablate", help="measure which augmentations help")
+    abl.add_argument("--data", type=Path, required=True)
+    abl.add_argument("--out", type=Path, required=True, help="Markdown table to write")
+    abl.add_argument("--epochs", type=int, default=6)
+    abl.add_argument("--size", type=int, default=20_000, help="cutouts drawn from --data")
+    abl.add_argument("--seed", type=int, default=0)
+
+    bld = commands.add_parser("build", help="simulate, train, evaluate: what `make models` runs")
+    bld.add_argument("--version", required=True)
+    bld.add_argument("--workdir", type=Path, default=Path("build"))
+    bld.add_argument("--models-root", type=Path, default=Path("models"))
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        if args.command == "simulate":
+            spec = SimulatedSpec(args.total, args.seed, args.first_detectid)
+            data = simulate(
+                spec.describe()["class_counts"],
+                spec.seed,
+                first_detectid=spec.first_detectid,
+                with_fibers=args.with_fibers,
+                progress=True,
+            )
+            print(write_dataset(args.out, data))
+        elif args.command == "gallery":
+            print(write_gallery(args.out))
+        elif args.command == "train":
+            config = TrainConfig(epochs=args.epochs, seed=args.seed)
+            manifest = train_bundle(
+                read_labelled(args.data, args.labels),
+                args.out,
+                args.version,
+                config,
+                UmapConfig(seed=args.seed),
+            )
+            print(json.dumps(manifest["validation"]["umap_input_choice"], indent=2))
+        elif args.command == "ablate":
+            command = (
+                f"python -m training ablate --data {args.data} --out {args.out} "
+                f"--epochs {args.epochs} --size {args.size} --seed {args.seed}"
+            )
+            print(
+                ablate(
+                    read_labelled(args.data), args.out, args.epochs, args.size, args.seed, command
+                )
+            )
+        elif args.command == "evaluate":
+            manifest = json.loads((args.model / "manifest.json").read_text())
+            manifest.setdefault("build", {"command": "python -m training train", "wall_time_s": 0})
+            held = record_heldout(
+                args.model, manifest, read_labelled(args.data, args.labels), f"file {args.data}", {}
+            )
+            print(
+                json.dumps(
+                    {
+                        k: held["heldout"]["metrics"][k]
+                        for k in ("baseline", "cnn_alone", "ensemble")
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            manifest = build(args.version, args.workdir, args.models_root, TRAIN_SPEC, HELDOUT_SPEC)
+            print(json.dumps(manifest["heldout"]["metrics"]["ensemble"], indent=2))
+    except DatasetError as error:
+        raise SystemExit(f"error: {error}") from None
+    return 0

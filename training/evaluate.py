@@ -1,0 +1,69 @@
+"""Held-out evaluation of a packaged model through the serving path (``service.pipeline``)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.bundle import ModelBundle
+from service.pipeline import Scorer, Scores
+from training import metrics
+from training.dataset import LabelledCutouts
+
+
+@dataclass
+class Evaluation:
+    data: LabelledCutouts
+    scores: Scores
+    low: float
+    high: float
+    cnn_alone: float
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.data.is_real
+
+    def metrics(self) -> dict:
+        truth, scores, data = self.truth, self.scores, self.data
+        decisions = {"cnn_alone": scores.cnn_score >= self.cnn_alone, "ensemble": scores.real}
+        families = sorted(set(data.family) - {""})
+        return {
+            "data": data.summary(),
+            "baseline": metrics.summary(truth, np.ones(len(truth), dtype=bool)),
+            **{name: metrics.summary(truth, kept) for name, kept in decisions.items()},
+            "ensemble_minus_cnn_alone_fom": metrics.fom_difference_interval(
+                truth, decisions["ensemble"], decisions["cnn_alone"]
+            ),
+            "decided_by_svm": float(scores.decided_by_svm.mean()),
+            "score_bands": metrics.score_bands(scores.cnn_score, truth, self.low, self.high),
+            "per_class_accuracy": {
+                name: metrics.per_class_accuracy(data.vis_class, truth, kept)
+                for name, kept in decisions.items()
+            },
+            "by_snr": {
+                name: metrics.by_snr(data.sn, truth, kept) for name, kept in decisions.items()
+            },
+            "by_family": {
+                family: {
+                    "n": int(np.sum(data.family == family)),
+                    "accuracy": float(np.mean((truth == scores.real)[data.family == family])),
+                }
+                for family in families
+            },
+        }
+
+
+def score_all(scorer: Scorer, cutouts: np.ndarray, chunk: int = 4096) -> Scores:
+    parts = [
+        scorer.score(cutouts[start : start + chunk]) for start in range(0, len(cutouts), chunk)
+    ]
+    return Scores(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in Scores.__dataclass_fields__)
+    )
+
+
+def evaluate(model_dir: Path, data: LabelledCutouts) -> Evaluation:
+    bundle = ModelBundle.load(model_dir)
+    scores = score_all(Scorer(bundle), data.im_sum)
+    low, high = bundle.thresholds
+    return Evaluation(data, scores, low, high, float(bundle.manifest["thresholds"]["cnn_alone"]))

@@ -1,0 +1,165 @@
+"""``train``: one labelled file in, one verified model directory out (CNN, UMAP, SVM, manifest).
+
+Works the same on a simulated file and on a real labelled HETDEX file: 80/20 split stratified
+by visual class, CNN training, ONNX export (checked against PyTorch), UMAP on a training sample
+for both candidate inputs, thresholds and SVM chosen on validation, then the artifacts with
+their SHA-256 in ``manifest.json``.
+"""
+
+import json
+import logging
+from datetime import UTC, datetime
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnxruntime as ort
+from sklearn.model_selection import train_test_split
+
+from service import contract
+from service.bundle import MANIFEST, UMAP_SOURCES, sha256_of
+from service.pipeline import umap_features
+from service.preprocess import Normalization, prepare
+from training import metrics
+from training.dataset import LabelledCutouts
+from training.ensemble import UmapConfig, choose, fit_umap
+from training.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, max_disagreement
+from training.train import TrainConfig, fit_cnn
+
+log = logging.getLogger(__name__)
+
+CNN_FILE, UMAP_FILE, SVM_FILE, MAP_FILE = "cnn.onnx", "umap.joblib", "svm.joblib", "umap_map.npz"
+LIBRARIES = (
+    "numpy",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "umap-learn",
+    "pynndescent",
+    "numba",
+    "scikit-learn",
+    "joblib",
+)
+
+
+def split(data: LabelledCutouts, seed: int, val_fraction: float = 0.2):
+    index = np.arange(len(data))
+    train, val = train_test_split(
+        index, test_size=val_fraction, stratify=data.vis_class, random_state=seed
+    )
+    return data.subset(np.sort(train)), data.subset(np.sort(val))
+
+
+def run_onnx(path: Path, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    score, embedding = session.run(None, {INPUT_NAME: model_input})
+    return score, embedding
+
+
+def umap_sample(data: LabelledCutouts, size: int, seed: int) -> np.ndarray:
+    if size >= len(data):
+        return np.arange(len(data))
+    sample, _ = train_test_split(
+        np.arange(len(data)), train_size=size, stratify=data.vis_class, random_state=seed
+    )
+    return np.sort(sample)
+
+
+def train_bundle(
+    data: LabelledCutouts,
+    out_dir: Path,
+    version: str,
+    train_config: TrainConfig,
+    umap_config: UmapConfig,
+) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = train_config.seed
+    train, val = split(data, seed)
+    normalization = Normalization()
+    cnn, history = fit_cnn(train, val, normalization, train_config)
+
+    cnn_path = export_onnx(cnn, out_dir / CNN_FILE)
+    val_input = prepare(val.im_sum, normalization)
+    agreement = max_disagreement(cnn, cnn_path, val_input[:1024])
+    val_score, val_embedding = run_onnx(cnn_path, val_input)
+    val_truth = val.is_real
+
+    sample = umap_sample(train, umap_config.sample, seed)
+    sample_input = prepare(train.im_sum[sample], normalization)
+    _, sample_embedding = run_onnx(cnn_path, sample_input)
+    candidates = {}
+    for source in UMAP_SOURCES:
+        log.info("fitting UMAP on %d training %s", len(sample), source)
+        reducer = fit_umap(umap_features(sample_input, sample_embedding, source), umap_config)
+        coords = reducer.transform(umap_features(val_input, val_embedding, source))
+        candidates[source] = (reducer, choose(val_score, coords, val_truth, seed))
+        log.info(
+            "UMAP on %s: out-of-fold validation FoM %.4f", source, candidates[source][1].val_fom
+        )
+    source = max(candidates, key=lambda s: candidates[s][1].val_fom)
+    reducer, choice = candidates[source]
+
+    joblib.dump(reducer, out_dir / UMAP_FILE)
+    joblib.dump(choice.svm, out_dir / SVM_FILE)
+    np.savez(
+        out_dir / MAP_FILE,
+        coords=reducer.embedding_.astype(np.float32),
+        vis_class=train.vis_class[sample],
+    )
+
+    cnn_alone = metrics.best_single_threshold(val_score, val_truth)
+    manifest = {
+        "name": "linescore",
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input_contract": contract.describe(),
+        "normalization": normalization.to_manifest(),
+        "cnn": {
+            "file": CNN_FILE,
+            "input": INPUT_NAME,
+            "outputs": list(OUTPUT_NAMES),
+            "input_shape": ["N", 2, contract.ROWS, contract.COLUMNS],
+            "embedding_dim": int(val_embedding.shape[1]),
+            "onnx_vs_pytorch_max_abs_diff": agreement,
+        },
+        "umap": {"file": UMAP_FILE, "input": source, "map": MAP_FILE, **umap_config.__dict__},
+        "svm": {
+            "file": SVM_FILE,
+            "trained_on": "validation cutouts in the ambiguous band",
+            "ambiguous_validation_cutouts": int(
+                ((val_score >= choice.low) & (val_score < choice.high)).sum()
+            ),
+        },
+        "thresholds": {"low": choice.low, "high": choice.high, "cnn_alone": cnn_alone},
+        "training": {
+            "config": train_config.describe(),
+            "history": history,
+            "data": data.summary(),
+            "train": train.summary(),
+            "validation": val.summary(),
+        },
+        "validation": {
+            "umap_input_choice": {
+                s: {"fom": c.val_fom, "low": c.low, "high": c.high, **c.val_metrics}
+                for s, (_, c) in candidates.items()
+            },
+            "threshold_grid": choice.grid,
+            "cnn_alone": metrics.summary(val_truth, val_score >= cnn_alone),
+        },
+        "libraries": {name: installed_version(name) for name in LIBRARIES},
+        "artifacts": {},
+    }
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    """(Re)compute every artifact's SHA-256 and write ``manifest.json``."""
+    files = (CNN_FILE, UMAP_FILE, SVM_FILE, MAP_FILE)
+    manifest["artifacts"] = {
+        name: {"sha256": sha256_of(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+        for name in files
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")

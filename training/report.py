@@ -1,0 +1,214 @@
+"""The evaluation report in ``models/<version>/``: REPORT.md plus the plots it links."""
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from service.domain import VISUAL_CLASS_NAMES, VISUAL_CLASSES
+from training import metrics
+from training.evaluate import Evaluation
+
+CURVE_PNG, MAP_PNG = "score_curve.png", "umap_map.png"
+TARGET_FOM, TARGET_LOW_SNR_BALANCED_ACCURACY = 0.94, 0.85
+
+
+def plot_curve(evaluation: Evaluation, path: Path) -> None:
+    grid = np.linspace(0.0, 1.0, 201)
+    curve = metrics.threshold_curve(evaluation.scores.cnn_score, evaluation.truth, grid)
+    fig = Figure(figsize=(6.5, 4.2), layout="tight")
+    ax = fig.subplots()
+    for key, style in (("completeness", "-"), ("contamination", "--"), ("fom", ":")):
+        ax.plot(grid, curve[key], style, label=key)
+    for name, value in (("low", evaluation.low), ("high", evaluation.high)):
+        ax.axvline(value, color="grey", lw=0.8)
+        ax.text(value, 0.5, f" {name}", rotation=90, color="grey", fontsize=8)
+    ax.set(
+        xlabel="CNN score threshold (keep score >= t)",
+        ylabel="fraction",
+        ylim=(0, 1.02),
+        title="Held-out: CNN score vs completeness and contamination",
+    )
+    ax.legend(loc="center left")
+    fig.savefig(path, dpi=110)
+
+
+def plot_map(model_dir: Path, manifest: dict, evaluation: Evaluation, path: Path) -> None:
+    training_map = np.load(model_dir / manifest["umap"]["map"])
+    svm = joblib.load(model_dir / manifest["svm"]["file"])
+    coords, classes = training_map["coords"], training_map["vis_class"]
+    fig = Figure(figsize=(7.5, 6.0), layout="tight")
+    ax = fig.subplots()
+    colours = colormaps["coolwarm"].resampled(len(VISUAL_CLASSES))
+    for i, vis_class in enumerate(VISUAL_CLASSES):
+        inside = classes == vis_class
+        ax.scatter(
+            *coords[inside].T,
+            s=2,
+            color=colours(i),
+            alpha=0.5,
+            label=f"{vis_class} {VISUAL_CLASS_NAMES[vis_class]}",
+        )
+    ambiguous = evaluation.scores.decided_by_svm
+    ax.scatter(
+        *evaluation.scores.umap[ambiguous].T,
+        s=6,
+        facecolors="none",
+        edgecolors="k",
+        linewidths=0.4,
+        label="held-out ambiguous",
+    )
+    pad = 1.0
+    xs = np.linspace(coords[:, 0].min() - pad, coords[:, 0].max() + pad, 300)
+    ys = np.linspace(coords[:, 1].min() - pad, coords[:, 1].max() + pad, 300)
+    gx, gy = np.meshgrid(xs, ys)
+    level = svm.decision_function(np.c_[gx.ravel(), gy.ravel()]).reshape(gx.shape)
+    ax.contour(gx, gy, level, levels=[0.0], colors="k", linewidths=1.2)
+    ax.set(
+        title=f"UMAP of training sample ({manifest['umap']['input']}), SVM boundary",
+        xlabel="UMAP 1",
+        ylabel="UMAP 2",
+    )
+    ax.legend(markerscale=4, fontsize=7, loc="best")
+    fig.savefig(path, dpi=110)
+
+
+def _row(name: str, m: dict) -> str:
+    return (
+        f"| {name} | {m['completeness']:.4f} | {m['contamination']:.4f} | {m['fom']:.4f} "
+        f"| {m['balanced_accuracy']:.4f} | {m['kept']} |"
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def render_markdown(manifest: dict, held: dict) -> str:
+    ensemble, cnn = held["ensemble"], held["cnn_alone"]
+    low_snr = held["by_snr"]["ensemble"].get("4.8-5.5")
+    difference = held["ensemble_minus_cnn_alone_fom"]
+    thresholds = manifest["thresholds"]
+    lines = [
+        f"# linescore model {manifest['version']}: evaluation report",
+        "",
+        f"Created {manifest['created']}. Reproduce: `{manifest['build']['command']}` "
+        f"(wall time {manifest['build']['wall_time_s'] / 60:.1f} min on this 2-core machine).",
+        "",
+        "## Data",
+        "",
+        f"- Training file: {manifest['training']['data']['detections']} detections "
+        f"({manifest['training']['data']['real']} real), 80/20 split stratified by visual class.",
+        f"- Held-out set: {held['data']['detections']} detections ({held['data']['real']} real): "
+        f"{manifest['heldout']['description']}.",
+        "",
+        "## Held-out results",
+        "",
+        "| decision | completeness | contamination | FoM | balanced accuracy | kept |",
+        "|---|---|---|---|---|---|",
+        _row("pipeline baseline (accept all)", held["baseline"]),
+        _row(f"CNN alone (score >= {thresholds['cnn_alone']:.2f})", cnn),
+        _row("ensemble (CNN + UMAP + SVM)", ensemble),
+        "",
+        f"- Target FoM >= {TARGET_FOM}: {_verdict(ensemble['fom'] >= TARGET_FOM)} "
+        f"({ensemble['fom']:.4f}).",
+        f"- Ensemble better than the CNN alone: {_verdict(difference['ci95'][0] > 0)} "
+        f"(FoM {ensemble['fom']:.4f} vs {cnn['fom']:.4f}; difference "
+        f"{difference['difference']:+.4f}, paired bootstrap 95% interval "
+        f"[{difference['ci95'][0]:+.4f}, {difference['ci95'][1]:+.4f}]; 'met' needs the whole "
+        "interval above 0).",
+    ]
+    if low_snr:
+        lines.append(
+            f"- S/N 4.8-5.5 balanced accuracy >= {TARGET_LOW_SNR_BALANCED_ACCURACY}: "
+            f"{_verdict(low_snr['balanced_accuracy'] >= TARGET_LOW_SNR_BALANCED_ACCURACY)} "
+            f"({low_snr['balanced_accuracy']:.4f})."
+        )
+    lines += [
+        f"- Share decided by the SVM (ambiguous band): {held['decided_by_svm']:.4f}.",
+        "",
+        f"## CNN score bands (thresholds low = {thresholds['low']}, high = {thresholds['high']})",
+        "",
+        "| band | count | contamination |",
+        "|---|---|---|",
+        *[
+            f"| {b['band']} | {b['count']} | {b['contamination']:.4f} |"
+            for b in held["score_bands"]
+        ],
+        "",
+        f"![score curve]({CURVE_PNG})",
+        "",
+        "## Per visual class (share with the right decision)",
+        "",
+        "| class | n | CNN alone | ensemble |",
+        "|---|---|---|---|",
+    ]
+    for key, row in held["per_class_accuracy"]["ensemble"].items():
+        name = VISUAL_CLASS_NAMES[int(key)]
+        alone = held["per_class_accuracy"]["cnn_alone"][key]["accuracy"]
+        lines.append(f"| {key} {name} | {row['n']} | {alone:.4f} | {row['accuracy']:.4f} |")
+    lines += [
+        "",
+        "## By catalogue S/N",
+        "",
+        "| S/N | n | real | CNN alone bal. acc. | ensemble bal. acc. | ensemble completeness "
+        "| ensemble contamination | ensemble FoM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for band, row in held["by_snr"]["ensemble"].items():
+        alone = held["by_snr"]["cnn_alone"][band]["balanced_accuracy"]
+        lines.append(
+            f"| {band} | {row['n']} | {row['real']} | {alone:.4f} | {row['balanced_accuracy']:.4f} "
+            f"| {row['completeness']:.4f} | {row['contamination']:.4f} | {row['fom']:.4f} |"
+        )
+    if held["by_family"]:
+        lines += [
+            "",
+            "## By simulated family (ensemble accuracy)",
+            "",
+            "| family | n | accuracy |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {f} | {r['n']} | {r['accuracy']:.4f} |" for f, r in held["by_family"].items()]
+    choice = manifest["validation"]["umap_input_choice"]
+    lines += [
+        "",
+        "## UMAP input (validation, out-of-fold SVM decisions)",
+        "",
+        "| UMAP input | FoM | completeness | contamination | low | high |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {s} | {c['fom']:.4f} | {c['completeness']:.4f} | {c['contamination']:.4f} "
+            f"| {c['low']} | {c['high']} |"
+            for s, c in choice.items()
+        ],
+        "",
+        f"Chosen: **{manifest['umap']['input']}**. CNN alone on validation: FoM "
+        f"{manifest['validation']['cnn_alone']['fom']:.4f}.",
+        "",
+        f"![UMAP map]({MAP_PNG})",
+        "",
+        "## Training",
+        "",
+        f"- Config: `{manifest['training']['config']}`",
+        f"- Best epoch by balanced validation loss: "
+        f"{min(manifest['training']['history'], key=lambda r: r['val_loss'])['epoch']} of "
+        f"{len(manifest['training']['history'])}.",
+        f"- ONNX Runtime vs PyTorch, max abs difference: "
+        f"`{manifest['cnn']['onnx_vs_pytorch_max_abs_diff']}`.",
+        "",
+        "![simulated examples](gallery.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(model_dir: Path, manifest: dict, evaluation: Evaluation) -> Path:
+    model_dir = Path(model_dir)
+    plot_curve(evaluation, model_dir / CURVE_PNG)
+    plot_map(model_dir, manifest, evaluation, model_dir / MAP_PNG)
+    path = model_dir / "REPORT.md"
+    path.write_text(render_markdown(manifest, manifest["heldout"]["metrics"]))
+    return path
