@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 MODEL_VERSION ?= 1.0.0
 BUILD ?= build
 
-.PHONY: install run test lint models ablation gallery clean
+.PHONY: install run test lint models ablation bench gallery clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test]'
+	$(BIN)/pip install --quiet --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test]'
 	touch $@
 
 install: $(STAMP)
@@ -20,8 +20,8 @@ run: install
 	$(BIN)/linescore serve --host 127.0.0.1 --port 8080
 
 lint: install
-	$(BIN)/ruff check service training tests
-	$(BIN)/ruff format --check service training tests
+	$(BIN)/ruff check service training tests bench
+	$(BIN)/ruff format --check service training tests bench
 
 test: lint
 	$(BIN)/pytest
@@ -29,9 +29,13 @@ test: lint
 models: install
 	$(BIN)/python -m training build --version $(MODEL_VERSION) --workdir $(BUILD)
 
-ablation: models
-	$(BIN)/python -m training ablate --data $(BUILD)/train-seed2020-n80000.h5 \
+ablation: install
+	$(BIN)/python -m training simulate --out $(BUILD)/ablation.h5 --total 20000 --seed 2020
+	$(BIN)/python -m training ablate --data $(BUILD)/ablation.h5 --size 20000 \
 		--out models/$(MODEL_VERSION)/ABLATION.md
+
+bench: install
+	$(BIN)/python -m bench.run
 
 gallery: install
 	$(BIN)/python -m training gallery --out $(BUILD)/gallery.png

@@ -1,31 +1,35 @@
 """A verified model bundle: manifest plus ONNX CNN, UMAP and SVM, loaded only after checksums pass.
 
-Nothing is unpickled before its SHA-256 matches the manifest, so a swapped or corrupted file is
-reported by name and never executed.
+Every file the bundle loads must be listed by plain name in the manifest's ``artifacts``; each is
+read once, its SHA-256 checked, and only those same bytes are deserialised. A swapped or
+corrupted file is reported by name and never unpickled.
 """
 
 import hashlib
+import io
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import onnxruntime as ort
 
 from service.errors import ArtifactError
 from service.preprocess import Normalization
+from service.umap_fast import NeighbourTransform
 
 MANIFEST = "manifest.json"
 UMAP_SOURCES = ("pixels", "embedding")
+UMAP_TRANSFORMS = ("fast", "reference")
+VERSION_NAME = re.compile(r"^\d+(\.\d+)*$")
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -34,34 +38,57 @@ def read_manifest(model_dir: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"no {MANIFEST} in {model_dir}", pointer=str(path)) from None
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{path} is not valid JSON: {error}", pointer=str(path)) from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{path} is not readable JSON: {error}", pointer=str(path)) from None
+
+
+def verified_bytes(model_dir: Path, manifest: dict, name: str) -> bytes:
+    """The bytes of one listed artifact, after their SHA-256 matched the manifest."""
+    entry = manifest.get("artifacts", {}).get(name)
+    if entry is None or Path(name).name != name:
+        raise ArtifactError(f"{name!r} is not an artifact listed in {MANIFEST}", pointer=name)
+    path = Path(model_dir) / name
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise ArtifactError(
+            f"artifact {path} is missing or unreadable", pointer=str(path)
+        ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry["sha256"]:
+        raise ArtifactError(
+            f"artifact {path} has SHA-256 {actual}, manifest expects {entry['sha256']}",
+            pointer=str(path),
+        )
+    return data
 
 
 def verify_artifacts(model_dir: Path, manifest: dict) -> None:
-    """Raise :class:`ArtifactError` naming the first artifact whose SHA-256 does not match."""
-    for name, entry in manifest["artifacts"].items():
-        path = Path(model_dir) / name
-        if not path.is_file():
-            raise ArtifactError(f"artifact {path} is missing", pointer=str(path))
-        actual = sha256_of(path)
-        if actual != entry["sha256"]:
-            raise ArtifactError(
-                f"artifact {path} has SHA-256 {actual}, manifest expects {entry['sha256']}",
-                pointer=str(path),
-            )
+    """Raise :class:`ArtifactError` naming the first artifact that is unlisted or fails its
+    checksum: the three model files must be listed, and every listed file must match."""
+    listed = manifest.get("artifacts", {})
+    for name in (
+        manifest["cnn"]["file"],
+        manifest["umap"]["file"],
+        manifest["umap"]["map"],
+        manifest["svm"]["file"],
+    ):
+        if name not in listed or Path(name).name != name:
+            raise ArtifactError(f"{name!r} is not an artifact listed in {MANIFEST}", pointer=name)
+    for name in listed:
+        verified_bytes(model_dir, manifest, name)
 
 
 def newest_model_dir(models_root: Path) -> Path:
-    """The highest ``models/<version>/`` that holds a manifest (versions compare numerically)."""
-    candidates = [p.parent for p in Path(models_root).glob(f"*/{MANIFEST}")]
+    """The highest numeric ``models/<version>/`` holding a manifest (1.10.0 > 1.9.0)."""
+    candidates = [
+        p.parent
+        for p in Path(models_root).glob(f"*/{MANIFEST}")
+        if VERSION_NAME.match(p.parent.name)
+    ]
     if not candidates:
         raise ArtifactError(f"no model versions under {models_root}", pointer=str(models_root))
-
-    def version_key(path: Path) -> tuple:
-        return tuple(int(part) if part.isdigit() else part for part in path.name.split("."))
-
-    return max(candidates, key=version_key)
+    return max(candidates, key=lambda path: tuple(int(part) for part in path.name.split(".")))
 
 
 @dataclass
@@ -72,8 +99,9 @@ class ModelBundle:
     manifest: dict
     normalization: Normalization
     cnn: ort.InferenceSession
-    umap: Any
+    place: Callable[[np.ndarray], np.ndarray]  # UMAP features -> (N, 2) coordinates
     svm: Any
+    umap_map: dict[str, np.ndarray]  # the training sample: features, coords, vis_class
 
     @property
     def version(self) -> str:
@@ -89,7 +117,11 @@ class ModelBundle:
         return self.manifest["umap"]["input"]
 
     @classmethod
-    def load(cls, model_dir: Path, *, intra_op_threads: int = 1) -> "ModelBundle":
+    def load(
+        cls, model_dir: Path, *, intra_op_threads: int = 1, umap_transform: str = "fast"
+    ) -> "ModelBundle":
+        """Verify, then load. ``umap_transform="reference"`` places points with umap-learn's
+        own ``transform`` (slow, imports numba); "fast" uses :mod:`service.umap_fast`."""
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         verify_artifacts(model_dir, manifest)
@@ -98,14 +130,29 @@ class ModelBundle:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
-        cnn = ort.InferenceSession(
-            str(model_dir / manifest["cnn"]["file"]), options, providers=["CPUExecutionProvider"]
-        )
+        cnn_bytes = verified_bytes(model_dir, manifest, manifest["cnn"]["file"])
+        cnn = ort.InferenceSession(cnn_bytes, options, providers=["CPUExecutionProvider"])
+
+        def unpickle(name: str) -> Any:
+            return joblib.load(io.BytesIO(verified_bytes(model_dir, manifest, name)))
+
+        map_bytes = verified_bytes(model_dir, manifest, manifest["umap"]["map"])
+        with np.load(io.BytesIO(map_bytes), allow_pickle=False) as arrays:
+            umap_map = {name: arrays[name] for name in arrays.files}
+        if umap_transform == "fast":
+            place = NeighbourTransform(
+                umap_map["features"], umap_map["coords"], int(umap_map["n_neighbors"])
+            ).transform
+        elif umap_transform == "reference":
+            place = unpickle(manifest["umap"]["file"]).transform
+        else:
+            raise ArtifactError(f"unknown UMAP transform {umap_transform!r}")
         return cls(
             model_dir=model_dir,
             manifest=manifest,
             normalization=Normalization.from_manifest(manifest["normalization"]),
             cnn=cnn,
-            umap=joblib.load(model_dir / manifest["umap"]["file"]),
-            svm=joblib.load(model_dir / manifest["svm"]["file"]),
+            place=place,
+            svm=unpickle(manifest["svm"]["file"]),
+            umap_map=umap_map,
         )

@@ -67,9 +67,13 @@ def score(path: Path, model_dir: Path | None) -> int:
         detections = read_detections(path, max_batch=np.iinfo(np.int32).max)
     except LinescoreError as error:
         raise SystemExit(f"error: {path}: {error.detail} (at {error.pointer or '/'})") from None
-    for result in plane.score(detections).results:
-        sys.stdout.buffer.write(codec.encode({**result, "model_version": plane.model_version}))
-        sys.stdout.buffer.write(b"\n")
+    try:
+        for result in plane.score(detections).results:
+            sys.stdout.buffer.write(codec.encode({**result, "model_version": plane.model_version}))
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader (head, less) stopped early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -11,7 +11,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import numpy as np
 import orjson
@@ -60,16 +60,33 @@ class Detection:
     error: LinescoreError | None = None
 
 
+DETECTID_RULE = "detectid must be an integer (int64) or a string of 1 to 64 characters"
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def pointer_of(location: tuple, prefix: str = "") -> str:
-    return prefix + "".join(f"/{part}" for part in location)
+    """JSON pointer: the field, then list indices (pydantic's union tags are not fields)."""
+    parts = [location[0], *(p for p in location[1:] if isinstance(p, int))] if location else []
+    return prefix + "".join(f"/{part}" for part in parts) or "/"
 
 
 def validation_error(error: ValidationError, prefix: str = "") -> InvalidInputError:
     first = error.errors()[0]
+    message = DETECTID_RULE if first["loc"][:1] == ("detectid",) else first["msg"]
     return InvalidInputError(
-        f"{first['msg']} ({error.error_count()} problem(s))",
-        pointer=pointer_of(first["loc"], prefix) or prefix or "/",
+        f"{message} ({error.error_count()} problem(s))", pointer=pointer_of(first["loc"], prefix)
     )
+
+
+def echoable(detectid: Any) -> int | str | None:
+    """The id to echo beside an error: only one the contract accepts, else null."""
+    if isinstance(detectid, bool):
+        return None
+    if isinstance(detectid, int) and INT64[0] <= detectid <= INT64[1]:
+        return detectid
+    if isinstance(detectid, str) and 1 <= len(detectid) <= 64:
+        return detectid
+    return None
 
 
 def parse_json(body: bytes) -> Any:
@@ -83,9 +100,7 @@ def parse_json(body: bytes) -> Any:
 
 
 def detection_from(item: Any, prefix: str) -> Detection:
-    detectid = item.get("detectid") if isinstance(item, dict) else None
-    if not isinstance(detectid, int | str) or isinstance(detectid, bool):
-        detectid = None
+    detectid = echoable(item.get("detectid")) if isinstance(item, dict) else None
     try:
         model = DetectionModel.model_validate(item)
         cutout = np.asarray(model.cutout, dtype=np.float64)
@@ -139,19 +154,52 @@ def check_batch_size(size: int, max_batch: int) -> None:
 
 
 def read_arrays(body: bytes, media_type: str, max_batch: int) -> dict[str, np.ndarray]:
+    """Arrays of an npy or npz body, each header checked before any data is allocated."""
     try:
         if media_type == NPY:
-            return {"cutout": np.load(io.BytesIO(body), allow_pickle=False)}
+            stream = io.BytesIO(body)
+            return {"cutout": read_npy(stream, len(body), max_batch, "/cutout")}
+        arrays = {}
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
-            if declared > 8 * len(body) + 64 * 1024 * 1024:  # refuse zip bombs before inflating
+            members = archive.infolist()
+            if sum(info.file_size for info in members) > 8 * len(body) + (64 << 20):
                 raise PayloadTooLargeError("npz members inflate far beyond the body", pointer="/")
-        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            for info in members:
+                name = info.filename.removesuffix(".npy")
+                with archive.open(info) as stream:
+                    arrays[name] = read_npy(stream, info.file_size, max_batch, f"/{name}")
+        return arrays
     except LinescoreError:
         raise
+    except MemoryError:
+        raise PayloadTooLargeError("arrays too large to decode", pointer="/") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
         raise BadRequestError(f"body is not a readable {media_type} file: {error}") from None
+
+
+def read_npy(stream: IO[bytes], available: int, max_batch: int, pointer: str) -> np.ndarray:
+    """One .npy array: header first (no pickle, data present, batch bounded), then the data."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise BadRequestError(f"unsupported .npy format version {version}", pointer=pointer)
+    if dtype.hasobject:
+        raise BadRequestError("object arrays are not accepted", pointer=pointer)
+    if shape and shape[0] > max_batch:
+        check_batch_size(shape[0], max_batch)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > available:
+        raise BadRequestError(
+            f"array header declares {nbytes} bytes but the body holds at most {available}",
+            pointer=pointer,
+        )
+    data = stream.read(nbytes)
+    if len(data) != nbytes:
+        raise BadRequestError("array data is truncated", pointer=pointer)
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def detections_from_arrays(arrays: dict[str, np.ndarray], max_batch: int) -> list[Detection]:
@@ -183,7 +231,7 @@ def detections_from_arrays(arrays: dict[str, np.ndarray], max_batch: int) -> lis
     canonical = crop(np.where(finite[:, None, None], as32, np.float32(0.0)))
     detections = []
     for i in range(len(cutouts)):
-        detectid = ids[i].item() if ids is not None else i
+        detectid = echoable(ids[i].item()) if ids is not None else i
         wave = float(waves[i]) if waves is not None else None
         if not finite[i]:
             error = InvalidInputError(

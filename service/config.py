@@ -3,30 +3,36 @@
 | variable | default | meaning |
 |---|---|---|
 | LINESCORE_MODEL_DIR | (unset) | serve exactly this model directory |
-| LINESCORE_MODELS_ROOT | models | else serve the newest version under this directory |
+| LINESCORE_MODELS_ROOT | models/ of this checkout | else serve the newest version under it |
 | LINESCORE_MAX_BATCH | 4096 | most detections in one batch request |
 | LINESCORE_MAX_BODY_BYTES | 67108864 | largest request body (64 MiB) |
 | LINESCORE_THREADS | 1 | threads per worker for ONNX Runtime, numba, OpenMP and BLAS |
 | LINESCORE_WARMUP_BATCH | 64 | cutouts in the warm-up batch that runs before /readyz turns 200 |
+| LINESCORE_UMAP_TRANSFORM | fast | "fast" (service.umap_fast) or "reference" (umap-learn's own) |
 | PROMETHEUS_MULTIPROC_DIR | (set by the gunicorn config) | where workers share metrics |
 """
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
+"""The packaged models of a source checkout; an installed wheel sets LINESCORE_MODELS_ROOT."""
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model_dir: Path | None = None
-    models_root: Path = Path("models")
+    models_root: Path = CHECKOUT_MODELS
     max_batch: int = Field(4096, ge=1)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     threads: int = Field(1, ge=1)
     warmup_batch: int = Field(64, ge=1)
+    umap_transform: Literal["fast", "reference"] = "fast"
     prometheus_multiproc_dir: Path | None = None
 
     @classmethod

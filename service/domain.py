@@ -39,6 +39,6 @@ TRUSTED_WAVE_RANGE_A: tuple[float, float] = (3540.0, 5515.0)
 """Outside this range the HETDEX pipeline treats detections as artifacts."""
 
 
-def is_real_class(vis_class: int) -> bool:
-    """Ground truth used everywhere: a visual class of 3 or more is a real line."""
+def is_real_class(vis_class):
+    """Ground truth everywhere: a visual class of 3 or more is real (scalar or array)."""
     return vis_class >= FIRST_REAL_CLASS

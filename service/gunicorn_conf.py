@@ -31,6 +31,14 @@ errorlog = "-"
 loglevel = "info"
 
 
+def on_starting(server) -> None:
+    """A fresh start: drop metric files a previous run left in a fixed multiprocess dir."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
 def child_exit(server, worker) -> None:
     """Drop a dead worker's live gauges from the shared metrics."""
     from prometheus_client import multiprocess

@@ -67,7 +67,7 @@ class Scorer:
             cnn_score, embedding = self.cnn(model_input)
         with stage(timings, "umap"):
             features = umap_features(model_input, embedding, self.bundle.umap_source)
-            coords = self.bundle.umap.transform(features).astype(np.float32)
+            coords = self.bundle.place(features).astype(np.float32)
         with stage(timings, "svm"):
             svm_score = self.bundle.svm.decision_function(coords)
             real, by_svm = decide(cnn_score, svm_score, *self.bundle.thresholds)

@@ -52,11 +52,20 @@ def robust_centre_and_spread(
     """Per-row median and scaled MAD of the unmasked values of (N, P) data; spread is > 0.
 
     Rows with fewer than ``min_unmasked`` unmasked values use all their values instead.
+    Masked values sort last as +inf, so each median is read at the row's own middle index
+    (one vectorised sort instead of numpy's much slower nanmedian; the results are equal).
     """
-    enough = (~masked).sum(axis=1) >= min_unmasked
-    values = np.where(masked & enough[:, None], np.nan, flat)
-    centre = np.nanmedian(values, axis=1)
-    spread = np.nanmedian(np.abs(values - centre[:, None]), axis=1) * MAD_TO_SIGMA
+    use = ~masked | ((~masked).sum(axis=1) < min_unmasked)[:, None]
+    count = use.sum(axis=1)
+    rows = np.arange(len(flat))
+    lower, upper = (count - 1) // 2, count // 2
+
+    def median(values: np.ndarray) -> np.ndarray:
+        ordered = np.sort(np.where(use, values, np.inf), axis=1)
+        return 0.5 * (ordered[rows, lower] + ordered[rows, upper])
+
+    centre = median(flat)
+    spread = median(np.abs(flat - centre[:, None])) * MAD_TO_SIGMA
     return centre, np.where(spread > 0, spread, 1.0)
 
 

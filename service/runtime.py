@@ -5,15 +5,18 @@ ONNX Runtime sessions and numba state are not fork-safe, so nothing here runs in
 """
 
 import logging
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from service.bundle import ModelBundle, newest_model_dir
+from service.codec import Detection
 from service.config import Settings
 from service.contract import COLUMNS, ROWS
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, Outcome
 from service.errors import NotReadyError
 from service.pipeline import Scorer
 
@@ -21,12 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def cap_thread_pools(threads: int) -> None:
-    """Cap BLAS/OpenMP (threadpoolctl) and numba; ONNX Runtime is capped in its session."""
-    import numba
+    """Cap BLAS/OpenMP (threadpoolctl) and, if loaded, numba, in the calling thread.
+
+    ONNX Runtime is capped in its session. numba is only imported by the reference UMAP path.
+    """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def warm_up(scorer: Scorer, size: int) -> None:
@@ -39,13 +46,16 @@ def warm_up(scorer: Scorer, size: int) -> None:
 class ModelRuntime:
     """Loading, ready or failed; hands out the data plane only when ready."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_ready: Callable[[bool], None] = lambda ready: None
+    ) -> None:
         self.settings = settings
         self.state = "loading"
         self.error: str | None = None
-        self.draining = False
+        self.on_ready = on_ready
         self._plane: DataPlane | None = None
-        self.lock = threading.Lock()  # one scoring pass at a time per worker: cores are capped
+        self._lock = threading.Lock()  # one scoring pass at a time per worker: cores are capped
+        self._capped = threading.local()
 
     @property
     def model_dir(self) -> Path:
@@ -56,10 +66,14 @@ class ModelRuntime:
 
     def load(self) -> None:
         try:
-            cap_thread_pools(self.settings.threads)
             model_dir = self.model_dir
-            bundle = ModelBundle.load(model_dir, intra_op_threads=self.settings.threads)
+            bundle = ModelBundle.load(
+                model_dir,
+                intra_op_threads=self.settings.threads,
+                umap_transform=self.settings.umap_transform,
+            )
             scorer = Scorer(bundle)
+            cap_thread_pools(self.settings.threads)
             warm_up(scorer, self.settings.warmup_batch)
             self._plane = DataPlane(scorer)
             self.state = "ready"
@@ -67,15 +81,25 @@ class ModelRuntime:
         except Exception as error:  # any failure keeps the worker unready, with the reason
             self.state, self.error = "failed", f"{type(error).__name__}: {error}"
             log.error("model failed to load: %s", self.error)
+        self.on_ready(self.ready)
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready" and not self.draining
+        return self.state == "ready"
+
+    def score(self, detections: list[Detection]) -> Outcome:
+        """Score on this worker's plane; 503 until ready. Thread pools are capped per thread."""
+        plane = self.plane
+        if not getattr(self._capped, "done", False):
+            cap_thread_pools(self.settings.threads)
+            self._capped.done = True
+        with self._lock:
+            return plane.score(detections)
 
     @property
     def plane(self) -> DataPlane:
         if self._plane is None:
-            raise NotReadyError(
-                f"model is {self.state}" + (f": {self.error}" if self.error else "")
-            )
+            if self.state == "failed":
+                raise NotReadyError(f"model failed to load: {self.error}")
+            raise NotReadyError("model is still loading")
         return self._plane

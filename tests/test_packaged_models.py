@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.bundle import ModelBundle, newest_model_dir
@@ -30,6 +31,8 @@ def test_packaged_artifacts_verify_and_fit_in_git(model_dir, manifest):
     size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
     assert size < GIT_BUDGET_BYTES
     assert (model_dir / "REPORT.md").is_file()
+    agreement = manifest["cnn"]["onnx_vs_pytorch_max_abs_diff"]
+    assert agreement["score"] < 1e-5 and agreement["embedding"] < 1e-4
 
 
 @pytest.mark.slow
@@ -37,7 +40,7 @@ def test_heldout_metrics_reproduce_on_a_regenerated_heldout_set(model_dir, manif
     held = manifest["heldout"]
     spec = SimulatedSpec(**{k: held["simulator"][k] for k in ("total", "seed", "first_detectid")})
     data = LabelledCutouts.from_simulated(spec.generate(progress=False))
-    measured = evaluate(model_dir, data).metrics()
+    measured = evaluate(model_dir, data, umap_transform=held["umap_transform"]).metrics()
     expected = held["metrics"]
     assert measured["data"]["class_counts"] == expected["data"]["class_counts"]
     for decision in ("baseline", "cnn_alone", "ensemble"):
@@ -45,3 +48,14 @@ def test_heldout_metrics_reproduce_on_a_regenerated_heldout_set(model_dir, manif
             assert measured[decision][key] == pytest.approx(expected[decision][key], abs=1e-3)
     for got, want in zip(measured["score_bands"], expected["score_bands"], strict=True):
         assert abs(got["count"] - want["count"]) <= 5
+
+
+@pytest.mark.slow
+def test_fast_umap_keeps_the_reference_decisions(model_dir, manifest):
+    """The service's fast placement against umap-learn's transform: >= 99.5% same decisions."""
+    from bench.umap import decisions_by_transform
+
+    held = manifest["heldout"]["simulator"]
+    spec = SimulatedSpec(held["total"] // 4, held["seed"], held["first_detectid"])
+    decisions = decisions_by_transform(model_dir, spec.generate(progress=False).im_sum)
+    assert np.mean(decisions["fast"] == decisions["reference"]) >= 0.995

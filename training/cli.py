@@ -5,14 +5,34 @@ import json
 import logging
 from pathlib import Path
 
+from service.domain import VISUAL_CLASSES
 from training.ablate import ablate
-from training.build import HELDOUT_SPEC, TRAIN_SPEC, SimulatedSpec, build, record_heldout
+from training.build import (
+    HELDOUT_SPEC,
+    TRAIN_SPEC,
+    SimulatedSpec,
+    build,
+    publish,
+    record_heldout,
+)
 from training.dataset import DatasetError, read_labelled, write_dataset
 from training.ensemble import UmapConfig
 from training.fit import train_bundle
 from training.gallery import write_gallery
 from training.simulate import simulate
 from training.train import TrainConfig
+
+
+def class_counts_argument(text: str) -> dict[int, int]:
+    try:
+        pairs = (item.split(":") for item in text.split(","))
+        counts = {int(vis_class): int(count) for vis_class, count in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'class:count,...', got {text!r}") from None
+    unknown = set(counts) - set(VISUAL_CLASSES)
+    if unknown or any(count < 0 for count in counts.values()):
+        raise argparse.ArgumentTypeError(f"classes must be in {VISUAL_CLASSES}, counts >= 0")
+    return counts
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=TRAIN_SPEC.seed)
     sim.add_argument("--first-detectid", type=int, default=TRAIN_SPEC.first_detectid)
     sim.add_argument("--with-fibers", action="store_true", help="also write im_array (4, 9, 100)")
+    sim.add_argument(
+        "--class-counts",
+        type=class_counts_argument,
+        help="exact mix, e.g. '5:1000,4:200,-2:500' (default: DR1 mix scaled to --total)",
+    )
 
     gal = commands.add_parser("gallery", help="PNG of simulated examples per visual class")
     gal.add_argument("--out", type=Path, required=True)
@@ -63,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             spec = SimulatedSpec(args.total, args.seed, args.first_detectid)
             data = simulate(
-                spec.describe()["class_counts"],
+                args.class_counts or spec.describe()["class_counts"],
                 spec.seed,
                 first_detectid=spec.first_detectid,
                 with_fibers=args.with_fibers,
@@ -94,19 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "evaluate":
             manifest = json.loads((args.model / "manifest.json").read_text())
-            manifest.setdefault("build", {"command": "python -m training train", "wall_time_s": 0})
-            held = record_heldout(
-                args.model, manifest, read_labelled(args.data, args.labels), f"file {args.data}", {}
-            )
-            print(
-                json.dumps(
-                    {
-                        k: held["heldout"]["metrics"][k]
-                        for k in ("baseline", "cnn_alone", "ensemble")
-                    },
-                    indent=2,
-                )
-            )
+            data = read_labelled(args.data, args.labels)
+            evaluation = record_heldout(args.model, manifest, data, f"file {args.data}", {})
+            held = publish(args.model, manifest, evaluation)["heldout"]["metrics"]
+            print(json.dumps({k: held[k] for k in ("baseline", "cnn_alone", "ensemble")}, indent=2))
         else:
             manifest = build(args.version, args.workdir, args.models_root, TRAIN_SPEC, HELDOUT_SPEC)
             print(json.dumps(manifest["heldout"]["metrics"]["ensemble"], indent=2))

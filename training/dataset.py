@@ -2,9 +2,10 @@
 
 ``FiberImages`` mirrors the HETDEX machine-learning product (a compound table with ``detectid``
 int64, ``im_wave`` (100,), ``im_sum`` (9, 100) and optionally ``im_array`` (4, 9, 100)).
-``Labels`` holds ``detectid`` and ``vis_class`` (-2..5), optionally ``sn``, ``wave`` and the
-simulator's ``family``. The labels may live in a second file. Everything is checked before
-training starts, and every error names the file and the field.
+``Labels`` holds ``detectid`` and ``vis_class`` (-2..5), optionally the ground truth
+``is_real`` (classes 3-5), ``sn``, ``wave`` and the simulator's ``family``. The labels may
+live in a second file. Everything is checked before training starts, and every error names the
+file and the field.
 """
 
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import h5py
 import numpy as np
 
 from service.contract import PRODUCT_COLUMNS, ROWS
-from service.domain import VISUAL_CLASSES, is_real_class
+from service.domain import FIRST_REAL_CLASS, VISUAL_CLASSES, is_real_class
 from training.simulate import TOP_FIBERS, SimulatedSet
 
 FIBER_TABLE = "FiberImages"
@@ -39,7 +40,7 @@ class LabelledCutouts:
 
     @property
     def is_real(self) -> np.ndarray:
-        return np.array([is_real_class(int(c)) for c in self.vis_class], dtype=bool)
+        return np.asarray(is_real_class(self.vis_class), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.detectid)
@@ -90,12 +91,14 @@ def write_dataset(path: Path, data: SimulatedSet) -> Path:
         dtype=[
             ("detectid", "<i8"),
             ("vis_class", "<i2"),
+            ("is_real", "?"),
             ("sn", "<f4"),
             ("wave", "<f4"),
             ("family", f"S{FAMILY_BYTES}"),
         ],
     )
     labels["detectid"], labels["vis_class"], labels["sn"] = data.detectid, data.vis_class, data.sn
+    labels["is_real"] = is_real_class(data.vis_class)
     labels["wave"], labels["family"] = data.wave, np.char.encode(data.family.astype(str))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +130,23 @@ def _open(path: Path) -> h5py.File:
         raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from None
 
 
+def checked_classes(raw: np.ndarray, labels_path: Path) -> np.ndarray:
+    """Visual classes as int8, refusing NaN, fractions and unknown values before any cast."""
+    where = f"{labels_path}: {LABEL_TABLE}/vis_class"
+    if raw.dtype.kind not in "iuf":
+        raise DatasetError(f"{where} has dtype {raw.dtype}, expected integers")
+    values = raw.astype(np.float64)
+    if not np.isfinite(values).all() or np.any(values != np.round(values)):
+        raise DatasetError(f"{where} has NaN or non-integer values")
+    unknown = ~np.isin(values, VISUAL_CLASSES)
+    if unknown.any():
+        raise DatasetError(
+            f"{where} has unknown classes {sorted(set(values[unknown].astype(int).tolist()))} "
+            f"(allowed {list(VISUAL_CLASSES)})"
+        )
+    return values.astype(np.int8)
+
+
 def read_labelled(path: Path, labels_path: Path | None = None) -> LabelledCutouts:
     """Read and validate a labelled file; only detections that have a label are returned."""
     path = Path(path)
@@ -146,13 +166,11 @@ def read_labelled(path: Path, labels_path: Path | None = None) -> LabelledCutout
         labels = table[...]
     names = labels.dtype.names
     label_ids = labels["detectid"].astype(np.int64)
-    vis_class = labels["vis_class"].astype(np.int8)
-
-    unknown = ~np.isin(vis_class, VISUAL_CLASSES)
-    if unknown.any():
+    vis_class = checked_classes(labels["vis_class"], labels_path)
+    if "is_real" in names and np.any(labels["is_real"] != is_real_class(vis_class)):
         raise DatasetError(
-            f"{labels_path}: {LABEL_TABLE}/vis_class has unknown classes "
-            f"{sorted(set(vis_class[unknown].tolist()))} (allowed {list(VISUAL_CLASSES)})"
+            f"{labels_path}: {LABEL_TABLE}/is_real contradicts vis_class "
+            f"(real means vis_class >= {FIRST_REAL_CLASS})"
         )
     for ids, where in (
         (image_ids, f"{path}: {FIBER_TABLE}"),

@@ -48,10 +48,13 @@ def fit_umap(features: np.ndarray, config: UmapConfig):
     return reducer
 
 
-def make_svm(seed: int) -> Pipeline:
-    return make_pipeline(
-        StandardScaler(), SVC(C=1.0, kernel="rbf", gamma="scale", random_state=seed)
-    )
+SVM_C = (0.3, 1.0, 3.0)
+SVM_GAMMA = (0.1, 0.5, 2.0)  # on standardised coordinates; sklearn's "scale" gives 0.5 here
+WIDE_BAND = (0.05, 0.95)
+
+
+def make_svm(seed: int, c: float = 1.0, gamma: float = 0.5) -> Pipeline:
+    return make_pipeline(StandardScaler(), SVC(C=c, kernel="rbf", gamma=gamma, random_state=seed))
 
 
 @dataclass
@@ -61,12 +64,15 @@ class Choice:
     low: float
     high: float
     svm: Pipeline
+    svm_parameters: dict
     val_fom: float
     val_metrics: dict
     grid: list[dict]
 
 
-def out_of_fold_svm(coords: np.ndarray, truth: np.ndarray, seed: int) -> np.ndarray | None:
+def out_of_fold_svm(
+    coords: np.ndarray, truth: np.ndarray, seed: int, c: float = 1.0, gamma: float = 0.5
+) -> np.ndarray | None:
     """Out-of-fold SVM signed distances, or None where the band is too small or one-class."""
     if len(truth) < MIN_AMBIGUOUS or truth.all() or not truth.any():
         return None
@@ -75,17 +81,37 @@ def out_of_fold_svm(coords: np.ndarray, truth: np.ndarray, seed: int) -> np.ndar
     )
     if folds.n_splits < 2:
         return None
-    return cross_val_predict(make_svm(seed), coords, truth, cv=folds, method="decision_function")
+    return cross_val_predict(
+        make_svm(seed, c, gamma), coords, truth, cv=folds, method="decision_function"
+    )
+
+
+def choose_svm_parameters(
+    score: np.ndarray, coords: np.ndarray, truth: np.ndarray, seed: int
+) -> dict:
+    """C and gamma with the best out-of-fold accuracy on a wide ambiguous band."""
+    band = (score >= WIDE_BAND[0]) & (score < WIDE_BAND[1])
+    best, chosen = -1.0, {"c": 1.0, "gamma": 0.5}
+    for c in SVM_C:
+        for gamma in SVM_GAMMA:
+            decision = out_of_fold_svm(coords[band], truth[band], seed, c, gamma)
+            if decision is None:
+                return chosen
+            accuracy = float(np.mean((decision > 0) == truth[band]))
+            if accuracy > best:
+                best, chosen = accuracy, {"c": c, "gamma": gamma}
+    return chosen
 
 
 def choose(score: np.ndarray, coords: np.ndarray, truth: np.ndarray, seed: int) -> Choice:
-    """Grid-search (low, high) on validation by out-of-fold ensemble FoM."""
+    """SVM parameters, then (low, high) on validation by out-of-fold ensemble FoM."""
+    parameters = choose_svm_parameters(score, coords, truth, seed)
     grid, best = [], None
     for low in LOW_GRID:
         for high in HIGH_GRID:
             band = (score >= low) & (score < high)
             svm_score = np.zeros(len(score))
-            out_of_fold = out_of_fold_svm(coords[band], truth[band], seed)
+            out_of_fold = out_of_fold_svm(coords[band], truth[band], seed, **parameters)
             if out_of_fold is None:
                 continue
             svm_score[band] = out_of_fold
@@ -98,8 +124,12 @@ def choose(score: np.ndarray, coords: np.ndarray, truth: np.ndarray, seed: int) 
         raise ValueError("no threshold pair leaves enough two-class ambiguous validation cutouts")
     low, high, summary = best
     band = (score >= low) & (score < high)
-    svm = make_svm(seed).fit(coords[band], truth[band])
+    svm = make_svm(seed, **parameters).fit(coords[band], truth[band])
     log.info(
-        "thresholds low=%.2f high=%.2f: out-of-fold validation FoM %.4f", low, high, summary["fom"]
+        "SVM %s, thresholds low=%.2f high=%.2f: out-of-fold validation FoM %.4f",
+        parameters,
+        low,
+        high,
+        summary["fom"],
     )
-    return Choice(low, high, svm, summary["fom"], summary, grid)
+    return Choice(low, high, svm, parameters, summary["fom"], summary, grid)

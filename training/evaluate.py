@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ class Evaluation:
     low: float
     high: float
     cnn_alone: float
+    svm: Any  # the verified SVM the scores came from, for the report's map
 
     @property
     def truth(self) -> np.ndarray:
@@ -62,8 +64,9 @@ def score_all(scorer: Scorer, cutouts: np.ndarray, chunk: int = 4096) -> Scores:
     )
 
 
-def evaluate(model_dir: Path, data: LabelledCutouts) -> Evaluation:
-    bundle = ModelBundle.load(model_dir)
+def evaluate(model_dir: Path, data: LabelledCutouts, umap_transform: str = "fast") -> Evaluation:
+    bundle = ModelBundle.load(model_dir, umap_transform=umap_transform)
     scores = score_all(Scorer(bundle), data.im_sum)
     low, high = bundle.thresholds
-    return Evaluation(data, scores, low, high, float(bundle.manifest["thresholds"]["cnn_alone"]))
+    cnn_alone = float(bundle.manifest["thresholds"]["cnn_alone"])
+    return Evaluation(data, scores, low, high, cnn_alone, bundle.svm)

@@ -21,8 +21,9 @@ from service import contract
 from service.bundle import MANIFEST, UMAP_SOURCES, sha256_of
 from service.pipeline import umap_features
 from service.preprocess import Normalization, prepare
+from service.umap_fast import NeighbourTransform
 from training import metrics
-from training.dataset import LabelledCutouts
+from training.dataset import DatasetError, LabelledCutouts
 from training.ensemble import UmapConfig, choose, fit_umap
 from training.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, max_disagreement
 from training.train import TrainConfig, fit_cnn
@@ -43,7 +44,18 @@ LIBRARIES = (
 )
 
 
+MIN_PER_CLASS = 5
+
+
 def split(data: LabelledCutouts, seed: int, val_fraction: float = 0.2):
+    """80/20 split stratified by visual class; every class present needs a few members."""
+    classes, counts = np.unique(data.vis_class, return_counts=True)
+    if counts.min() < MIN_PER_CLASS:
+        sparse = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < MIN_PER_CLASS}
+        raise DatasetError(
+            f"{data.source}: Labels/vis_class needs at least {MIN_PER_CLASS} detections per "
+            f"class present for a stratified split; too few: {sparse}"
+        )
     index = np.arange(len(data))
     train, val = train_test_split(
         index, test_size=val_fraction, stratify=data.vis_class, random_state=seed
@@ -93,7 +105,8 @@ def train_bundle(
     for source in UMAP_SOURCES:
         log.info("fitting UMAP on %d training %s", len(sample), source)
         reducer = fit_umap(umap_features(sample_input, sample_embedding, source), umap_config)
-        coords = reducer.transform(umap_features(val_input, val_embedding, source))
+        placer = NeighbourTransform.from_reducer(reducer)  # the service's transform
+        coords = placer.transform(umap_features(val_input, val_embedding, source))
         candidates[source] = (reducer, choose(val_score, coords, val_truth, seed))
         log.info(
             "UMAP on %s: out-of-fold validation FoM %.4f", source, candidates[source][1].val_fom
@@ -105,8 +118,10 @@ def train_bundle(
     joblib.dump(choice.svm, out_dir / SVM_FILE)
     np.savez(
         out_dir / MAP_FILE,
+        features=np.asarray(reducer._raw_data, dtype=np.float32),
         coords=reducer.embedding_.astype(np.float32),
         vis_class=train.vis_class[sample],
+        n_neighbors=np.int64(reducer.n_neighbors),
     )
 
     cnn_alone = metrics.best_single_threshold(val_score, val_truth)
@@ -124,9 +139,16 @@ def train_bundle(
             "embedding_dim": int(val_embedding.shape[1]),
             "onnx_vs_pytorch_max_abs_diff": agreement,
         },
-        "umap": {"file": UMAP_FILE, "input": source, "map": MAP_FILE, **umap_config.__dict__},
+        "umap": {
+            "file": UMAP_FILE,
+            "input": source,
+            "map": MAP_FILE,
+            "placement": "fast (exact k-NN, membership-weighted mean; service.umap_fast)",
+            **umap_config.__dict__,
+        },
         "svm": {
             "file": SVM_FILE,
+            **choice.svm_parameters,
             "trained_on": "validation cutouts in the ambiguous band",
             "ambiguous_validation_cutouts": int(
                 ((val_score >= choice.low) & (val_score < choice.high)).sum()

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import joblib
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -37,7 +36,7 @@ def plot_curve(evaluation: Evaluation, path: Path) -> None:
 
 def plot_map(model_dir: Path, manifest: dict, evaluation: Evaluation, path: Path) -> None:
     training_map = np.load(model_dir / manifest["umap"]["map"])
-    svm = joblib.load(model_dir / manifest["svm"]["file"])
+    svm = evaluation.svm
     coords, classes = training_map["coords"], training_map["vis_class"]
     fig = Figure(figsize=(7.5, 6.0), layout="tight")
     ax = fig.subplots()
@@ -86,6 +85,18 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def reproduce(manifest: dict) -> str:
+    build = manifest.get("build")
+    if build is None:  # trained with `train`, evaluated with `evaluate`
+        return (
+            "Trained with `python -m training train`, evaluated with `python -m training evaluate`."
+        )
+    return (
+        f"Reproduce: `{build['command']}` (wall time {build['wall_time_s'] / 60:.1f} min on this "
+        "2-core machine, from simulation to the held-out evaluation)."
+    )
+
+
 def render_markdown(manifest: dict, held: dict) -> str:
     ensemble, cnn = held["ensemble"], held["cnn_alone"]
     low_snr = held["by_snr"]["ensemble"].get("4.8-5.5")
@@ -94,8 +105,7 @@ def render_markdown(manifest: dict, held: dict) -> str:
     lines = [
         f"# linescore model {manifest['version']}: evaluation report",
         "",
-        f"Created {manifest['created']}. Reproduce: `{manifest['build']['command']}` "
-        f"(wall time {manifest['build']['wall_time_s'] / 60:.1f} min on this 2-core machine).",
+        f"Created {manifest['created']}. {reproduce(manifest)}",
         "",
         "## Data",
         "",

@@ -368,14 +368,15 @@ def noise_peak(scene: Scene, rng: np.random.Generator, coherence: float) -> Draf
 
 def cosmic_ray(scene: Scene, rng: np.random.Generator) -> Draft:
     fiber = int(rng.integers(0, TOP_FIBERS))
-    image = spike_image(
-        rng, int(rng.integers(0, ROWS)), PRODUCT_LINE_COLUMN + int(rng.integers(-1, 2))
-    )
+    row, col = int(rng.integers(0, ROWS)), PRODUCT_LINE_COLUMN + int(rng.integers(-1, 2))
+    image = spike_image(rng, row, col)
     draft = Draft("cosmic_ray", scene.on_ccd(image, np.array([fiber]), 0.0))
-    if rng.random() < 0.3:  # the pipeline masked part of the hit
+    if rng.random() < 0.3:  # the pipeline's mask caught the pixels beside the hit, not the hit
         draft.mask = np.zeros((ROWS, PRODUCT_COLUMNS), dtype=bool)
-        rows, cols = np.nonzero(image)
-        draft.mask[np.clip(rows + 1, 0, ROWS - 1), cols] = image[rows, cols] < 0.5
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            r, c = row + dr, col + dc
+            if 0 <= r < ROWS and image[r, c] == 0 and rng.random() < 0.5:
+                draft.mask[r, c] = True
     return draft
 
 
@@ -556,13 +557,12 @@ def simulate_one(vis_class: int, rng: np.random.Generator) -> Detection:
 
 
 def class_counts_for(total: int, mix: dict[int, int] = DR1_CLASS_COUNTS) -> dict[int, int]:
-    """Scale a class mix to ``total`` detections (largest remainders, every class at least 1)."""
+    """Scale a class mix to exactly ``total`` detections (largest remainders)."""
     weights = np.array([mix.get(c, 0) for c in VISUAL_CLASSES], dtype=float)
     exact = weights / weights.sum() * total
     counts = np.floor(exact).astype(int)
     order = np.argsort(exact - counts)[::-1]
     counts[order[: total - counts.sum()]] += 1
-    counts = np.where((weights > 0) & (counts == 0), 1, counts)
     return {c: int(n) for c, n in zip(VISUAL_CLASSES, counts, strict=True) if n > 0}
 
 

@@ -1,5 +1,6 @@
 """The application factory. gunicorn calls ``create_app()`` in each worker after fork."""
 
+import os
 import time
 from importlib.resources import files
 
@@ -16,10 +17,12 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
     app = Flask("linescore")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    if runtime is None:
-        runtime = ModelRuntime(settings)
-        runtime.start()
     telemetry = Telemetry(settings.prometheus_multiproc_dir)
+    if runtime is None:
+        runtime = ModelRuntime(settings, on_ready=lambda ready: telemetry.ready.set(int(ready)))
+        runtime.start()
+    telemetry.ready.set(int(runtime.ready))
+    worker = str(os.getpid())
     app.extensions["linescore"] = {
         "settings": settings,
         "runtime": runtime,
@@ -40,7 +43,7 @@ def create_app(settings: Settings | None = None, runtime: ModelRuntime | None = 
         telemetry.observe_request(
             endpoint, request.method, response.status_code, time.perf_counter() - g.started
         )
-        telemetry.ready.set(1 if runtime.ready else 0)
+        response.headers["X-Linescore-Worker"] = worker  # which worker answered, for operators
         return response
 
     return app

@@ -19,6 +19,4 @@ def readyz() -> Response:
     body = {"status": "ready" if runtime.ready else "not ready", "model": runtime.state}
     if runtime.error:
         body["error"] = runtime.error
-    if runtime.draining:
-        body["draining"] = True
     return Response(encode(body), status=200 if runtime.ready else 503, mimetype="application/json")

@@ -68,3 +68,24 @@ def test_newest_version_compares_numerically(tmp_path):
     assert newest_model_dir(tmp_path).name == "1.10.0"
     with pytest.raises(ArtifactError, match="no model versions"):
         newest_model_dir(tmp_path / "2.0.0")
+
+
+@pytest.mark.parametrize("target", ["other.joblib", "../svm.joblib", "/etc/passwd"])
+def test_files_outside_the_checksummed_list_are_never_loaded(
+    tiny_model_dir, tmp_path, monkeypatch, target
+):
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    shutil.copy(model / "svm.joblib", model / "other.joblib")
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["svm"]["file"] = target
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(bundle_module.joblib, "load", lambda *_: pytest.fail("unpickled"))
+    with pytest.raises(ArtifactError, match="not an artifact listed"):
+        ModelBundle.load(model)
+
+
+def test_non_numeric_version_folders_are_ignored(tmp_path):
+    for version in ("dev", "2.0.0"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "manifest.json").write_text("{}")
+    assert newest_model_dir(tmp_path).name == "2.0.0"

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 
+from service import codec
 from service.pipeline import Scorer, decide
 from service.preprocess import prepare
 from training.dataset import read_labelled
@@ -45,9 +46,12 @@ def test_product_and_cropped_cutouts_score_identically(tiny_bundle, tiny_data):
 
 
 def test_training_and_serving_paths_give_identical_model_input(tiny_file, tiny_bundle):
-    """One raw cutout: HDF5 -> training split -> prepare, versus JSON numbers -> Scorer."""
+    """One raw cutout: HDF5 -> dataset -> split -> prepare, versus JSON bytes -> codec -> Scorer."""
     train, _ = split(read_labelled(tiny_file), seed=0)
     training_input = prepare(train.im_sum[:5], tiny_bundle.normalization)
-    as_json = json.loads(json.dumps(train.im_sum[:5].tolist()))
-    serving_input = Scorer(tiny_bundle).model_input(np.asarray(as_json))
-    np.testing.assert_array_equal(training_input, serving_input)
+    scorer = Scorer(tiny_bundle)
+    for row in range(5):
+        request = json.dumps({"detectid": 1, "cutout": train.im_sum[row].tolist()}).encode()
+        detection = codec.decode_single(request)
+        serving_input = scorer.model_input(detection.cutout[None])
+        np.testing.assert_array_equal(training_input[row : row + 1], serving_input)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from service.contract import COLUMNS, ROWS
-from service.preprocess import Normalization, prepare
+from service.preprocess import Normalization, prepare, robust_centre_and_spread
 
 
 def test_output_is_two_channels_in_noise_units(rng):
@@ -55,4 +55,19 @@ def test_prepare_crops_product_cutouts_before_normalising(rng):
     product = rng.standard_normal((4, ROWS, 100)).astype(np.float32)
     np.testing.assert_array_equal(
         prepare(product, Normalization()), Normalization()(product[:, :, 34:66].copy())
+    )
+
+
+def test_robust_statistics_equal_numpys_nanmedian_definition(rng):
+    flat = rng.standard_normal((200, 288)).astype(np.float32) * 5 + 2
+    masked = rng.random((200, 288)) < rng.random((200, 1))  # 0% to 100% masked per row
+    masked[0] = True
+    centre, spread = robust_centre_and_spread(flat, masked)
+    enough = (~masked).sum(axis=1) >= 16
+    values = np.where(masked & enough[:, None], np.nan, flat)
+    expected_centre = np.nanmedian(values, axis=1)
+    expected_spread = np.nanmedian(np.abs(values - expected_centre[:, None]), axis=1) * 1.4826
+    np.testing.assert_allclose(centre, expected_centre, rtol=1e-6)
+    np.testing.assert_allclose(
+        spread, np.where(expected_spread > 0, expected_spread, 1.0), rtol=1e-6
     )

@@ -200,8 +200,10 @@ def test_two_workers_under_parallel_clients(server, cutouts):
     reference = requests.post(f"{url}/v1/score/batch", json=payload, timeout=30).json()
 
     def post(_):
-        return requests.post(f"{url}/v1/score/batch", json=payload, timeout=60).json()
+        reply = requests.post(f"{url}/v1/score/batch", json=payload, timeout=60)
+        return reply.headers["X-Linescore-Worker"], reply.json()
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         replies = list(pool.map(post, range(24)))
-    assert all(reply == reference for reply in replies)
+    assert all(body == reference for _, body in replies)
+    assert len({worker for worker, _ in replies}) == 2  # both workers answered, identically

@@ -97,3 +97,32 @@ def test_labels_in_a_separate_file_may_cover_a_subset(small, tmp_path):
     np.testing.assert_array_equal(data.detectid, small.detectid[::2])
     np.testing.assert_array_equal(data.im_sum, small.im_sum[::2])
     assert np.isnan(data.sn).all()
+
+
+def test_ground_truth_is_stored_and_must_agree_with_the_class(small, tmp_path):
+    path = write_dataset(tmp_path / "d.h5", small)
+    with h5py.File(path, "r") as handle:
+        np.testing.assert_array_equal(handle["Labels"]["is_real"], small.vis_class >= 3)
+    rewrite(path, "Labels", "is_real", small.vis_class < 3)
+    with pytest.raises(DatasetError, match="Labels/is_real contradicts vis_class"):
+        read_labelled(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([261.0], "unknown classes \\[261\\]"),
+        ([3.7], "NaN or non-integer"),
+        ([np.nan], "NaN or non-integer"),
+    ],
+)
+def test_classes_are_checked_before_any_cast(small, tmp_path, values, message):
+    path = write_dataset(tmp_path / "d.h5", small)
+    labels = np.zeros(len(small), dtype=[("detectid", "<i8"), ("vis_class", "<f8")])
+    labels["detectid"], labels["vis_class"] = small.detectid, small.vis_class
+    labels["vis_class"][0] = values[0]
+    with h5py.File(path, "a") as handle:
+        del handle["Labels"]
+        handle.create_dataset("Labels", data=labels)
+    with pytest.raises(DatasetError, match=rf"Labels/vis_class has {message}"):
+        read_labelled(path)

@@ -30,6 +30,8 @@ def test_training_writes_a_complete_verifiable_model_dir(tiny_model_dir):
         == manifest["training"]["data"]["detections"]
     )
     assert len(manifest["training"]["history"]) == 6
+    agreement = manifest["cnn"]["onnx_vs_pytorch_max_abs_diff"]  # measured on the trained CNN
+    assert agreement["score"] < 1e-5 and agreement["embedding"] < 1e-4
 
 
 def test_onnx_has_a_dynamic_batch_axis_and_two_outputs(tiny_bundle, tiny_data):

@@ -1,0 +1,128 @@
+"""The two in-process references the service is compared with, on the same cutouts.
+
+research: what the 2020 code would run in a notebook: PyTorch eager CNN, umap-learn's own
+``transform``, scikit-learn's SVC. core: this project's scoring core (``service.pipeline``)
+without HTTP, one process per core like the gunicorn workers.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from service.bundle import ModelBundle
+from service.pipeline import Scorer, umap_features
+
+
+def eager_cnn_from_onnx(path: Path):
+    """LineCNN in PyTorch eager with the exported weights (BatchNorm was folded into the
+    convolutions at export, so the BatchNorm layers are set to identity)."""
+    import onnx
+    import torch
+
+    from training.cnn import LineCNN
+
+    weights = {
+        i.name.removeprefix("cnn."): onnx.numpy_helper.to_array(i)
+        for i in onnx.load(str(path)).graph.initializer
+    }
+    cnn = LineCNN().eval()
+    state = cnn.state_dict()
+    for name, value in state.items():
+        if name in weights:
+            state[name] = torch.from_numpy(weights[name].copy())
+        elif name.endswith("running_var"):
+            state[name] = torch.full_like(value, 1.0 - 1e-5)  # (x - 0) / sqrt(var + eps) = x
+        elif name.endswith(("running_mean", "bias")):
+            state[name] = torch.zeros_like(value)
+        elif name.endswith("weight"):
+            state[name] = torch.ones_like(value)
+    cnn.load_state_dict(state)
+    return cnn
+
+
+def research_path(model_dir: Path, cutouts: np.ndarray, repeats: int) -> dict:
+    """Median seconds of the research path on ``cutouts``, and its agreement with the core."""
+    import torch
+
+    bundle = ModelBundle.load(model_dir, umap_transform="reference")
+    reducer_transform = bundle.place
+    cnn = eager_cnn_from_onnx(model_dir / bundle.manifest["cnn"]["file"])
+    scorer = Scorer(bundle)
+
+    def run() -> np.ndarray:
+        model_input = scorer.model_input(cutouts)
+        with torch.no_grad():
+            logit, embedding = cnn(torch.from_numpy(model_input))
+        score = torch.sigmoid(logit).numpy()
+        coords = reducer_transform(
+            umap_features(model_input, embedding.numpy(), bundle.umap_source)
+        )
+        bundle.svm.decision_function(coords)
+        return score
+
+    score = run()  # warm-up, includes numba compilation
+    onnx_score, _ = scorer.cnn(scorer.model_input(cutouts))
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - begin)
+    return {
+        "seconds": float(np.median(times)),
+        "max_score_difference_vs_onnx": float(np.abs(score - onnx_score).max()),
+    }
+
+
+def _core_worker(args: tuple[Path, np.ndarray, int]) -> tuple[float, dict]:
+    from service.runtime import cap_thread_pools
+
+    model_dir, cutouts, repeats = args
+    scorer = Scorer(ModelBundle.load(model_dir, intra_op_threads=1))
+    cap_thread_pools(1)
+    scorer.score(cutouts)
+    times, stages = [], []
+    for _ in range(repeats):
+        timings: dict[str, float] = {}
+        begin = time.perf_counter()
+        scorer.score(cutouts, timings)
+        times.append(time.perf_counter() - begin)
+        stages.append(timings)
+    medians = {name: float(np.median([t[name] for t in stages])) for name in stages[0]}
+    return float(np.median(times)), medians
+
+
+@contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set variables for processes started inside the block (spawned children read them
+    before importing numpy, which is when thread pools are sized)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def core(model_dir: Path, cutouts: np.ndarray, repeats: int, processes: int = 2) -> dict:
+    """Aggregate cutouts/s of the scoring core in ``processes`` single-threaded processes."""
+    caps = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with (
+        environment(**caps),
+        ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool,
+    ):
+        results = list(pool.map(_core_worker, [(model_dir, cutouts, repeats)] * processes))
+    seconds = [r[0] for r in results]
+    return {
+        "cutouts_per_second": processes * len(cutouts) / float(np.median(seconds)),
+        "stage_seconds": results[0][1],
+    }

@@ -1,0 +1,322 @@
+"""``make bench``: the service on loopback against its references, in one run.
+
+Measures single-source latency at 1, 2 and 4 connections, batch throughput (JSON and binary,
+256 and 1024), cold start, resident memory per worker, a stage breakdown from the service's own
+timers, the research path and the in-process core on the same cutouts, and the fast UMAP path
+against umap-learn's. Writes bench/RESULTS.md and bench/latency.png. Medians throughout; the
+machine is shared, so compare ratios measured side by side in one run rather than across runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from bench import decode, references, server, umap
+from service.bundle import newest_model_dir
+from training.simulate import class_counts_for, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench"
+STAGES = ("decode", "preprocess", "cnn", "umap", "svm", "encode")
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "python": platform.python_version(),
+        "commit": commit or "uncommitted",
+    }
+
+
+def run_clients(
+    port: int,
+    path: str,
+    content_type: str,
+    body: bytes,
+    connections: int,
+    seconds: float,
+    warmup: int,
+) -> list[list[float]]:
+    args = [(port, path, content_type, body, seconds, warmup)] * connections
+    with ProcessPoolExecutor(connections, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(server.client, args))
+
+
+def single_source(port: int, cutout: np.ndarray, seconds: float) -> dict:
+    body = json.dumps({"detectid": 1000512345, "cutout": cutout.tolist(), "wave": 4500.0}).encode()
+    results = {}
+    for connections in (1, 2, 4):
+        per_client = run_clients(
+            port, "/v1/score", "application/json", body, connections, seconds, warmup=200
+        )
+        latencies = np.concatenate(per_client)
+        results[connections] = {
+            "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+            "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+            "requests_per_second": len(latencies) / seconds,
+            "latencies": latencies,
+        }
+    return results
+
+
+def batch_throughput(port: int, cutouts: np.ndarray, seconds: float) -> dict:
+    results = {}
+    for size in (256, 1024):
+        for name, (content_type, body) in decode.bodies(cutouts[:size]).items():
+            per_client = run_clients(port, "/v1/score/batch", content_type, body, 2, seconds, 2)
+            requests = sum(len(c) for c in per_client)
+            results[(name, size)] = size * requests / seconds
+    return results
+
+
+def scrape(port: int) -> dict[str, float]:
+    _, text = server.get(port, "/metrics")
+    values = {}
+    for line in text.decode().splitlines():
+        match = re.match(r'linescore_stage_duration_seconds_sum\{stage="(\w+)"\} (\S+)', line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+        elif line.startswith("linescore_batch_size_sum "):
+            values["cutouts"] = float(line.split()[1])
+    return values
+
+
+def cold_starts() -> dict:
+    """Seconds from process start to every worker ready, fast path and umap-learn's path."""
+    runs = [("fast", {})]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"LINESCORE_UMAP_TRANSFORM": "reference", "NUMBA_CACHE_DIR": cache}
+        runs += [("reference, empty numba cache", env), ("reference, warm numba cache", env)]
+        results = {}
+        for label, overrides in runs:
+            started = server.start(overrides)
+            results[label] = started.ready_seconds
+            started.stop()
+    return results
+
+
+def plot(single: dict, path: Path) -> None:
+    fig = Figure(figsize=(7, 4), layout="tight")
+    ax = fig.subplots()
+    top = max(np.percentile(r["latencies"], 99.5) for r in single.values()) * 1e3
+    bins = np.linspace(0, top, 80)
+    for connections, result in single.items():
+        ax.hist(
+            result["latencies"] * 1e3,
+            bins=bins,
+            histtype="step",
+            label=f"{connections} connection(s): p50 {result['p50_ms']:.2f} ms",
+        )
+    ax.set(xlabel="latency (ms)", ylabel="requests", title="POST /v1/score, one detection")
+    ax.legend()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="in-process repeats")
+    args = parser.parse_args()
+    model_dir = newest_model_dir(ROOT / "models")
+    cutouts = simulate(class_counts_for(1024), seed=4242).im_sum
+    info = machine()
+
+    cold = cold_starts()
+    live = server.start({})
+    try:
+        single = single_source(live.port, cutouts[0], args.seconds)
+        before = scrape(live.port)
+        batches = batch_throughput(live.port, cutouts, args.seconds)
+        after = scrape(live.port)
+        memory = {pid: server.resident_mb(pid) for pid in live.workers()}
+    finally:
+        live.stop()
+    scored = after["cutouts"] - before["cutouts"]
+    stages = {s: 1e6 * (after.get(s, 0) - before.get(s, 0)) / scored for s in STAGES}
+    core = references.core(model_dir, cutouts, args.repeats)
+    research = references.research_path(model_dir, cutouts, args.repeats)
+    measured = Measurements(
+        info=info,
+        model_dir=model_dir,
+        seconds=args.seconds,
+        single=single,
+        batches=batches,
+        cold=cold,
+        memory=memory,
+        stages=stages,
+        core=core,
+        research=research,
+        agreement=umap.agreement(model_dir),
+        decoding=decode.table(args.repeats * 3),
+    )
+    plot(single, OUT / "latency.png")
+    text = measured.markdown()
+    (OUT / "RESULTS.md").write_text(text)
+    print(text)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+@dataclass
+class Measurements:
+    """Everything one `make bench` run measured, and its Markdown report."""
+
+    info: dict
+    model_dir: Path
+    seconds: float
+    single: dict
+    batches: dict
+    cold: dict
+    memory: dict
+    stages: dict
+    core: dict
+    research: dict
+    agreement: dict
+    decoding: list[str]
+
+    def markdown(self) -> str:
+        info, model_dir, single, batches = self.info, self.model_dir, self.single, self.batches
+        cold, memory, stages, core = self.cold, self.memory, self.stages, self.core
+        research, agreement = self.research, self.agreement
+        research_rate = 1024 / research["seconds"]
+        best_binary = batches[("npy", 1024)]
+        lines = [
+            "# Benchmark results",
+            "",
+            f"`make bench` on {info['date']}, commit {info['commit']}, model `{model_dir.name}`. "
+            f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Python "
+            f"{info['python']}. The service: `linescore serve`, 2 gunicorn workers, 1 thread each, "
+            "on loopback; clients in separate processes on the same 2 cores. "
+            f"{self.seconds:g} s per measurement; medians.",
+            "",
+            "## Targets",
+            "",
+            "| target | measured | verdict |",
+            "|---|---|---|",
+            f"| batch throughput >= 20,000 cutouts/s | {best_binary:,.0f} (npy, 1024) | "
+            f"{verdict(best_binary >= 20000)} |",
+            f"| >= 10x the research path | {best_binary / research_rate:.1f}x | "
+            f"{verdict(best_binary >= 10 * research_rate)} |",
+            f"| >= 90% of the in-process core | {best_binary / core['cutouts_per_second']:.0%} | "
+            f"{verdict(best_binary >= 0.9 * core['cutouts_per_second'])} |",
+            f"| single source p50 <= 1.5 ms (1 connection) | {single[1]['p50_ms']:.2f} ms | "
+            f"{verdict(single[1]['p50_ms'] <= 1.5)} |",
+            f"| single source p99 <= 5 ms (1 connection) | {single[1]['p99_ms']:.2f} ms | "
+            f"{verdict(single[1]['p99_ms'] <= 5)} |",
+            f"| cold start to ready <= 5 s | {cold['fast']:.2f} s | {verdict(cold['fast'] <= 5)} |",
+            f"| resident memory <= 400 MB per worker | {max(memory.values()):.0f} MB (largest) | "
+            f"{verdict(max(memory.values()) <= 400)} |",
+            "",
+            "## Single source (`POST /v1/score`, JSON)",
+            "",
+            "| connections | p50 ms | p99 ms | requests/s |",
+            "|---|---|---|---|",
+            *[
+                f"| {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests_per_second']:,.0f} |"
+                for c, r in single.items()
+            ],
+            "",
+            "![latency histogram](latency.png)",
+            "",
+            "## Batch throughput (`POST /v1/score/batch`, 2 client connections)",
+            "",
+            "| format | batch | cutouts/s |",
+            "|---|---|---|",
+            *[f"| {name} | {size} | {rate:,.0f} |" for (name, size), rate in batches.items()],
+            "",
+            "## References on the same 1024 cutouts",
+            "",
+            "| path | cutouts/s | service (npy, 1024) / path |",
+            "|---|---|---|",
+            f"| research: PyTorch eager + umap-learn transform + SVC, in-process | "
+            f"{research_rate:,.0f} | {best_binary / research_rate:.1f} |",
+            f"| scoring core without HTTP, 2 processes x 1 thread | "
+            f"{core['cutouts_per_second']:,.0f} | {best_binary / core['cutouts_per_second']:.2f} |",
+            "",
+            f"The research path's CNN agrees with the ONNX model to "
+            f"{research['max_score_difference_vs_onnx']:.1e} in score.",
+            "",
+            "## Decode cost of a batch body (service.codec, in-process)",
+            "",
+            *self.decoding,
+            "",
+            "## Stage breakdown",
+            "",
+            "| stage | service under batch load, us/cutout | core, batch 1024, us/cutout |",
+            "|---|---|---|",
+            *[
+                f"| {s} | {stages[s]:.1f} | {1e6 * core['stage_seconds'][s] / 1024:.1f} |"
+                if s in core["stage_seconds"]
+                else f"| {s} | {stages[s]:.1f} | - |"
+                for s in STAGES
+            ],
+            "",
+            "## Cold start (process start to /readyz 200 on both workers)",
+            "",
+            "| UMAP path | seconds |",
+            "|---|---|",
+            *[f"| {label} | {seconds:.2f} |" for label, seconds in cold.items()],
+            "",
+            "## Resident memory after the load",
+            "",
+            "| worker pid | MB |",
+            "|---|---|",
+            *[f"| {pid} | {mb:.0f} |" for pid, mb in memory.items()],
+            "",
+            "## Fast UMAP placement vs umap-learn's transform (held-out set)",
+            "",
+            f"On the {agreement['cutouts']:,} regenerated held-out cutouts: identical final "
+            f"decisions {agreement['identical_decisions']:.4%} (target >= 99.5%); in the "
+            "ambiguous band where "
+            f"the SVM decides ({agreement['ambiguous']} cutouts) "
+            f"{agreement['identical_decisions_ambiguous']:.2%}. Coordinate shift median "
+            f"{agreement['shift_median']:.3f}, 95th percentile {agreement['shift_p95']:.3f}, max "
+            f"{agreement['shift_max']:.2f}, on a map {agreement['map_span']:.1f} wide.",
+            "",
+            "Where umap-learn's transform spends its time (batch 1024, per point): neighbour "
+            f"query {agreement['reference_profile']['query_us']:.0f} us, the rest (weights, "
+            f"initialisation, refinement epochs) {agreement['reference_profile']['rest_us']:.0f} "
+            f"us, of {agreement['reference_profile']['total_us']:.0f} us.",
+            "",
+            "| path | us/point, batch 1024 | us/point, batch 1 |",
+            "|---|---|---|",
+            *[
+                f"| {name} | {v['batch_1024']:.1f} | {v['batch_1']:.0f} |"
+                for name, v in agreement["us_per_point"].items()
+            ],
+            "",
+        ]
+        return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

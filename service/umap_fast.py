@@ -1,0 +1,111 @@
+"""A fast, per-point deterministic replacement for ``umap.UMAP.transform``.
+
+umap-learn places a new point by (1) an approximate nearest-neighbour search among the training
+points, (2) fuzzy membership weights from the neighbour distances, (3) the weighted mean of the
+neighbours' embedded positions, then (4) ~100 epochs of stochastic refinement whose random
+negative samples and pruning depend on the whole batch. Here (1) is an exact search with one
+BLAS matrix product against the packaged training sample, (2) and (3) follow umap-learn's
+formulas vectorised over the batch, and (4) is left out: the refinement is what costs the time,
+and it makes a detection's coordinates depend on the rest of its request. ``bench/umap.py``
+measures what leaving it out changes.
+"""
+
+import numpy as np
+
+SMOOTH_K_TOLERANCE = 1e-5  # as in umap-learn
+MIN_K_DIST_SCALE = 1e-3
+NEWTON_STEPS = 50
+ROUNDING = 1e-5  # relative size of float32 cancellation error in |x|^2 + |t|^2 - 2 x.t
+CHUNK = 1024  # rows per distance matrix: bounds memory at CHUNK x training points
+
+
+class NeighbourTransform:
+    """Embeds new points into a fitted UMAP plane from their exact k nearest training points."""
+
+    def __init__(self, features: np.ndarray, embedding: np.ndarray, n_neighbors: int) -> None:
+        """``features``: the UMAP inputs of the training sample; ``embedding``: their places."""
+        self.train_ = np.ascontiguousarray(features, dtype=np.float32)
+        self.train_sq_ = np.einsum("ij,ij->i", self.train_, self.train_)
+        self.minus_two_train_t_ = np.ascontiguousarray(-2.0 * self.train_.T)
+        self.embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
+        self.n_neighbors_ = int(n_neighbors)
+
+    @classmethod
+    def from_reducer(cls, reducer) -> "NeighbourTransform":
+        """From a fitted euclidean ``umap.UMAP``."""
+        if reducer.metric != "euclidean":
+            raise ValueError(f"only the euclidean metric is supported, not {reducer.metric!r}")
+        return cls(reducer._raw_data, reducer.embedding_, reducer.n_neighbors)
+
+    def neighbours(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and euclidean distances of the k nearest training points, nearest first."""
+        k = self.n_neighbors_
+        # |x - t|^2 = |x|^2 + (|t|^2 - 2 x.t): the row constant |x|^2 cannot change which
+        # training points are nearest, so it is added to the k chosen ones only.
+        partial = features @ self.minus_two_train_t_
+        partial += self.train_sq_
+        nearest = np.argpartition(partial, k - 1, axis=1)[:, :k]
+        near = np.take_along_axis(partial, nearest, axis=1)
+        order = np.argsort(near, axis=1)
+        indices = np.take_along_axis(nearest, order, axis=1)
+        squared = np.take_along_axis(near, order, axis=1)
+        norms = np.einsum("ij,ij->i", features, features)[:, None]
+        squared += norms
+        squared[squared <= ROUNDING * (1.0 + norms)] = 0.0  # float32 cancellation: same point
+        return indices, np.sqrt(squared)
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        parts = [self._place(features[s : s + CHUNK]) for s in range(0, len(features), CHUNK)]
+        if not parts:
+            return np.zeros((0, self.embedding_.shape[1]), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def _place(self, features: np.ndarray) -> np.ndarray:
+        indices, distances = self.neighbours(features)
+        weights = membership(distances, self.n_neighbors_)
+        placed = np.einsum("nk,nkd->nd", weights, self.embedding_[indices])
+        placed /= weights.sum(axis=1, keepdims=True)
+        exact = distances[:, 0] <= 0.0  # a training point itself: umap returns its position
+        placed[exact] = self.embedding_[indices[exact, 0]]
+        return placed.astype(np.float32)
+
+
+def membership(distances: np.ndarray, k: int) -> np.ndarray:
+    """umap-learn's fuzzy weights exp(-d / sigma) for transform (local connectivity 0).
+
+    sigma solves sum over neighbours 2..k of exp(-d / sigma) = log2(k), as in
+    ``umap.umap_.smooth_knn_dist``, floored at 1e-3 of the point's mean neighbour distance
+    (umap-learn floors at the batch's mean, which would make a point depend on its batch; the
+    floor practically never binds). umap-learn bisects; here Newton's method runs on
+    beta = 1 / sigma: the sum is convex and decreasing in beta, and Jensen's inequality puts the
+    start exp(-beta d_mean) = target / n left of the root, so the steps climb to it
+    monotonically in a handful of iterations, and a single point costs microseconds.
+    """
+    target = np.log2(k)
+    rest = distances[:, 1:].astype(np.float64)
+    positive = rest > 0
+    exact = (~positive).sum(axis=1)  # zero distances weigh 1 whatever sigma is
+    free = np.maximum(positive.sum(axis=1), 1)
+    mean = np.where(positive, rest, 0.0).sum(axis=1) / free
+    solvable = (exact < target) & (mean > 0)
+    beta = np.where(
+        solvable,
+        np.log(free / np.maximum(target - exact, 1e-12)) / np.where(mean > 0, mean, 1.0),
+        0.0,
+    )
+    for _ in range(NEWTON_STEPS):
+        weights = np.where(positive, np.exp(-beta[:, None] * rest), 0.0)
+        excess = weights.sum(axis=1) + exact - target
+        if np.all(~solvable | (np.abs(excess) < SMOOTH_K_TOLERANCE)):
+            break
+        slope = -(weights * rest).sum(axis=1)
+        beta = np.where(
+            solvable & (slope < 0), beta - excess / np.where(slope < 0, slope, -1.0), beta
+        )
+    # Unsolvable rows (mostly exact duplicates) get the floor: only the exact matches weigh,
+    # as umap-learn's bisection ends up doing.
+    sigma = np.where(beta > 0, 1.0 / np.where(beta > 0, beta, 1.0), 0.0)
+    sigma = np.maximum(sigma, MIN_K_DIST_SCALE * distances.mean(axis=1))
+    sigma = np.maximum(sigma, np.finfo(np.float64).tiny)
+    return np.where(distances > 0, np.exp(-distances / sigma[:, None]), 1.0)
