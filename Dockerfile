@@ -17,6 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OPENBLAS_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \
     NUMBA_NUM_THREADS=1 \
+    MALLOC_ARENA_MAX=2 \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     PROMETHEUS_MULTIPROC_DIR=/tmp/linescore-metrics
 RUN groupadd --system --gid 10001 linescore \

@@ -42,9 +42,13 @@ def machine() -> dict:
         platform.processor(),
     )
     memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    if git("status", "--porcelain", "--untracked-files=no", "--", "service", "bench").strip():
+        commit += " with uncommitted changes"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
@@ -271,7 +275,8 @@ class Measurements:
             "",
             "## Stage breakdown",
             "",
-            "| stage | service under batch load, us/cutout | core, batch 1024, us/cutout |",
+            "| stage | service during the batch runs (all formats, so decode is mostly JSON), "
+            "us/cutout | core, batch 1024, us/cutout |",
             "|---|---|---|",
             *[
                 f"| {s} | {stages[s]:.1f} | {1e6 * core['stage_seconds'][s] / 1024:.1f} |"

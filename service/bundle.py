@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from service.errors import ArtifactError
 from service.preprocess import Normalization
+from service.svm_fast import RbfDecision
 from service.umap_fast import NeighbourTransform
 
 MANIFEST = "manifest.json"
@@ -100,7 +101,8 @@ class ModelBundle:
     normalization: Normalization
     cnn: ort.InferenceSession
     place: Callable[[np.ndarray], np.ndarray]  # UMAP features -> (N, 2) coordinates
-    svm: Any
+    svm: Any  # the fitted scikit-learn pipeline (for plots and reference)
+    svm_decision: Callable[[np.ndarray], np.ndarray]  # (N, 2) -> signed distances, in numpy
     umap_map: dict[str, np.ndarray]  # the training sample: features, coords, vis_class
 
     @property
@@ -147,12 +149,14 @@ class ModelBundle:
             place = unpickle(manifest["umap"]["file"]).transform
         else:
             raise ArtifactError(f"unknown UMAP transform {umap_transform!r}")
+        svm = unpickle(manifest["svm"]["file"])
         return cls(
             model_dir=model_dir,
             manifest=manifest,
             normalization=Normalization.from_manifest(manifest["normalization"]),
             cnn=cnn,
             place=place,
-            svm=unpickle(manifest["svm"]["file"]),
+            svm=svm,
+            svm_decision=RbfDecision(svm),
             umap_map=umap_map,
         )

@@ -24,7 +24,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    """Replace this process with gunicorn so signals reach it directly."""
+    """Replace this process with gunicorn so signals reach it directly.
+
+    glibc reads MALLOC_ARENA_MAX only at process start, hence here (and in the image's ENV):
+    two arenas keep a threaded worker's memory from fragmenting across per-thread arenas.
+    """
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     argv = [
         sys.executable,
         "-m",

@@ -10,7 +10,7 @@ import numpy as np
 
 from service.codec import Detection
 from service.flags import flags_for, masked_fraction
-from service.pipeline import Scorer, Scores
+from service.pipeline import Scorer
 
 
 @dataclass
@@ -39,25 +39,29 @@ class DataPlane:
             return outcome
         cutouts = np.stack([detections[i].cutout for i in valid])
         scores = self.scorer.score(cutouts, outcome.timings)
-        masked = masked_fraction(cutouts)
-        for row, index in enumerate(valid):
-            result = result_of(detections[index], scores, row, float(masked[row]))
-            results[index] = result
-            key = (result["decision"], result["stage"])
-            outcome.decisions[key] = outcome.decisions.get(key, 0) + 1
+        rows = zip(
+            valid,
+            scores.cnn_score.tolist(),
+            scores.umap.tolist(),
+            scores.svm_score.tolist(),
+            np.where(scores.real, "real", "fake").tolist(),
+            np.where(scores.decided_by_svm, "svm", "cnn").tolist(),
+            masked_fraction(cutouts).tolist(),
+            strict=True,
+        )
+        for index, cnn_score, umap, svm_score, decision, stage, masked in rows:
+            detection = detections[index]
+            results[index] = {
+                "detectid": detection.detectid,
+                "cnn_score": cnn_score,
+                "umap": umap,
+                "svm_score": svm_score,
+                "decision": decision,
+                "stage": stage,
+                "flags": flags_for(masked, detection.wave),
+            }
+            outcome.decisions[(decision, stage)] = outcome.decisions.get((decision, stage), 0) + 1
         return outcome
-
-
-def result_of(detection: Detection, scores: Scores, row: int, masked: float) -> dict:
-    return {
-        "detectid": detection.detectid,
-        "cnn_score": float(scores.cnn_score[row]),
-        "umap": [float(scores.umap[row, 0]), float(scores.umap[row, 1])],
-        "svm_score": float(scores.svm_score[row]),
-        "decision": "real" if scores.real[row] else "fake",
-        "stage": "svm" if scores.decided_by_svm[row] else "cnn",
-        "flags": flags_for(masked, detection.wave),
-    }
 
 
 def error_result(index: int, detection: Detection) -> dict:

@@ -19,12 +19,14 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 wsgi_app = "service.web.app:create_app()"
 bind = ["127.0.0.1:8080"]
 workers = 2
-worker_class = "gthread"
-threads = 4  # health probes answer while a batch is being scored
+# Sync workers accept a connection only when idle, so the kernel spreads batches over the
+# workers (bench/RESULTS.md); gthread workers also accept while busy and queued a second
+# client's batches behind the first on one worker half of the time. A probe waits at most one
+# batch (~40 ms at 1024 cutouts).
+worker_class = "sync"
 preload_app = False
 timeout = 60
 graceful_timeout = 30
-keepalive = 5
 control_socket_disable = True  # no gunicornc; nothing written outside /tmp (read-only root)
 accesslog = "-"
 errorlog = "-"
