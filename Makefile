@@ -36,6 +36,7 @@ ablation: install
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.choices
 
 gallery: install
 	$(BIN)/python -m training gallery --out $(BUILD)/gallery.png

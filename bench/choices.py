@@ -1,0 +1,167 @@
+"""The measurements behind the serving path's design choices, side by side in one run.
+
+gthread vs sync gunicorn workers under two batch clients; ONNX Runtime batch chunk and memory
+arena; the SVM's decision function (scikit-learn vs numpy) for one point; normalisation
+(nanmedian vs sort); umap-learn's placement of the same cutout alone vs inside a batch.
+Writes bench/CHOICES.md. Run: .venv/bin/python -m bench.choices (part of `make bench`).
+"""
+
+import io
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from bench import server
+from bench.run import run_clients
+from service.bundle import ModelBundle, newest_model_dir
+from service.pipeline import Scorer, umap_features
+from service.preprocess import MAD_TO_SIGMA, robust_centre_and_spread
+from training.simulate import class_counts_for, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_seconds(call, repeats: int = 9) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times))
+
+
+def resident_mb() -> float:
+    return server.resident_mb(os.getpid())
+
+
+def worker_classes(cutouts: np.ndarray, trials: int = 3, seconds: float = 4) -> list[str]:
+    buffer = io.BytesIO()
+    np.save(buffer, cutouts)
+    rows = ["| worker class | npy 1024 cutouts/s per trial |", "|---|---|"]
+    for worker_class in ("gthread", "sync"):
+        live = server.start(
+            {
+                "GUNICORN_CMD_ARGS": f"--worker-class {worker_class} --threads 4"
+                if worker_class == "gthread"
+                else "--worker-class sync"
+            }
+        )
+        try:
+            rates = []
+            for _ in range(trials):
+                per_client = run_clients(
+                    live.port,
+                    "/v1/score/batch",
+                    "application/x-npy",
+                    buffer.getvalue(),
+                    2,
+                    seconds,
+                    2,
+                )
+                rates.append(len(cutouts) * sum(map(len, per_client)) / seconds)
+        finally:
+            live.stop()
+        rows.append(f"| {worker_class} | {', '.join(f'{r:,.0f}' for r in rates)} |")
+    return rows
+
+
+def onnx_runtime(model_dir: Path) -> list[str]:
+    rows = ["| ORT setting | us/cutout (1024) | RSS growth MB |", "|---|---|---|"]
+    batch = np.random.default_rng(0).standard_normal((1024, 2, 9, 32)).astype(np.float32)
+    for arena, chunk in ((True, 1024), (True, 256), (False, 1024)):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_cpu_mem_arena = arena
+        session = ort.InferenceSession(str(model_dir / "cnn.onnx"), options)
+        before = resident_mb()
+        seconds = median_seconds(
+            lambda s=session, c=chunk: [
+                s.run(None, {"cutout": batch[i : i + c]}) for i in range(0, 1024, c)
+            ]
+        )
+        rows.append(
+            f"| arena {'on' if arena else 'off'}, chunk {chunk} | "
+            f"{seconds / 1024 * 1e6:.1f} | {resident_mb() - before:.0f} |"
+        )
+        del session
+    return rows
+
+
+def single_point_svm(bundle: ModelBundle) -> list[str]:
+    point = bundle.umap_map["coords"][:1].astype(np.float64)
+    sklearn = median_seconds(lambda: bundle.svm.decision_function(point), 200)
+    numpy = median_seconds(lambda: bundle.svm_decision(point), 200)
+    return [
+        f"SVM decision for one point: scikit-learn {sklearn * 1e6:.0f} us, numpy "
+        f"(service.svm_fast) {numpy * 1e6:.0f} us."
+    ]
+
+
+def normalisation(cutouts: np.ndarray) -> list[str]:
+    flat = cutouts[:, :, 34:66].reshape(len(cutouts), -1)
+    masked = flat == 0
+
+    def nanmedian_version() -> None:
+        values = np.where(masked, np.nan, flat)
+        with warnings.catch_warnings():  # fully masked bad-amp cutouts: all-NaN rows
+            warnings.simplefilter("ignore", RuntimeWarning)
+            centre = np.nanmedian(values, axis=1)
+            np.nanmedian(np.abs(values - centre[:, None]), axis=1) * MAD_TO_SIGMA
+
+    slow = median_seconds(nanmedian_version)
+    fast = median_seconds(lambda: robust_centre_and_spread(flat, masked))
+    return [
+        f"Robust statistics for 1024 cutouts: np.nanmedian {slow / 1024 * 1e6:.1f} us/cutout, "
+        f"sort-based {fast / 1024 * 1e6:.1f} us/cutout."
+    ]
+
+
+def batch_dependence(model_dir: Path, cutouts: np.ndarray) -> list[str]:
+    reference = ModelBundle.load(model_dir, umap_transform="reference")
+    fast = ModelBundle.load(model_dir, umap_transform="fast")
+    scorer = Scorer(fast)
+    model_input = scorer.model_input(cutouts[:512])
+    _, embedding = scorer.cnn(model_input)
+    features = umap_features(model_input, embedding, fast.umap_source)
+    shifts = {}
+    for name, bundle in (("umap-learn", reference), ("fast", fast)):
+        in_batch = bundle.place(features)
+        alone = np.concatenate([bundle.place(features[i : i + 1]) for i in range(50)])
+        shifts[name] = float(np.abs(alone - in_batch[:50]).max())
+    return [
+        f"Largest coordinate change of a cutout placed alone instead of inside a batch of "
+        f"512: umap-learn {shifts['umap-learn']:.3f}, fast {shifts['fast']:.1e}."
+    ]
+
+
+def main() -> None:
+    model_dir = newest_model_dir(ROOT / "models")
+    cutouts = simulate(class_counts_for(1024), seed=4242).im_sum
+    bundle = ModelBundle.load(model_dir)
+    sections = [
+        ("Gunicorn worker class (2 workers, 2 batch clients)", worker_classes(cutouts)),
+        ("ONNX Runtime batch chunk and memory arena", onnx_runtime(model_dir)),
+        ("Single-point SVM", single_point_svm(bundle)),
+        ("Normalisation", normalisation(cutouts)),
+        ("UMAP placement and batch composition", batch_dependence(model_dir, cutouts)),
+    ]
+    lines = [
+        "# Measurements behind the serving choices",
+        "",
+        "`python -m bench.choices` (part of `make bench`), one run, medians.",
+        "",
+    ]
+    for title, rows in sections:
+        lines += [f"## {title}", "", *rows, ""]
+    text = "\n".join(lines)
+    (ROOT / "bench" / "CHOICES.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
