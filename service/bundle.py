@@ -64,9 +64,9 @@ def verified_bytes(model_dir: Path, manifest: dict, name: str) -> bytes:
     return data
 
 
-def verify_artifacts(model_dir: Path, manifest: dict) -> None:
-    """Raise :class:`ArtifactError` naming the first artifact that is unlisted or fails its
-    checksum: the three model files must be listed, and every listed file must match."""
+def verify_artifacts(model_dir: Path, manifest: dict) -> dict[str, bytes]:
+    """Every listed artifact's bytes, after all matched their SHA-256; else raise
+    :class:`ArtifactError` naming the first file that is unlisted or fails its checksum."""
     listed = manifest.get("artifacts", {})
     for name in (
         manifest["cnn"]["file"],
@@ -76,8 +76,7 @@ def verify_artifacts(model_dir: Path, manifest: dict) -> None:
     ):
         if name not in listed or Path(name).name != name:
             raise ArtifactError(f"{name!r} is not an artifact listed in {MANIFEST}", pointer=name)
-    for name in listed:
-        verified_bytes(model_dir, manifest, name)
+    return {name: verified_bytes(model_dir, manifest, name) for name in listed}
 
 
 def newest_model_dir(models_root: Path) -> Path:
@@ -126,20 +125,20 @@ class ModelBundle:
         own ``transform`` (slow, imports numba); "fast" uses :mod:`service.umap_fast`."""
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
-        verify_artifacts(model_dir, manifest)
+        artifacts = verify_artifacts(model_dir, manifest)  # read and hashed once, loaded below
         if manifest["umap"]["input"] not in UMAP_SOURCES:
             raise ArtifactError(f"unknown UMAP input {manifest['umap']['input']!r}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
-        cnn_bytes = verified_bytes(model_dir, manifest, manifest["cnn"]["file"])
-        cnn = ort.InferenceSession(cnn_bytes, options, providers=["CPUExecutionProvider"])
+        cnn = ort.InferenceSession(
+            artifacts[manifest["cnn"]["file"]], options, providers=["CPUExecutionProvider"]
+        )
 
         def unpickle(name: str) -> Any:
-            return joblib.load(io.BytesIO(verified_bytes(model_dir, manifest, name)))
+            return joblib.load(io.BytesIO(artifacts[name]))
 
-        map_bytes = verified_bytes(model_dir, manifest, manifest["umap"]["map"])
-        with np.load(io.BytesIO(map_bytes), allow_pickle=False) as arrays:
+        with np.load(io.BytesIO(artifacts[manifest["umap"]["map"]]), allow_pickle=False) as arrays:
             umap_map = {name: arrays[name] for name in arrays.files}
         if umap_transform == "fast":
             place = NeighbourTransform(
