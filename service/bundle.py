@@ -25,7 +25,6 @@ from service.umap_fast import NeighbourTransform
 
 MANIFEST = "manifest.json"
 UMAP_SOURCES = ("pixels", "embedding")
-UMAP_TRANSFORMS = ("fast", "reference")
 VERSION_NAME = re.compile(r"^\d+(\.\d+)*$")
 
 
@@ -43,11 +42,17 @@ def read_manifest(model_dir: Path) -> dict:
         raise ArtifactError(f"{path} is not readable JSON: {error}", pointer=str(path)) from None
 
 
-def verified_bytes(model_dir: Path, manifest: dict, name: str) -> bytes:
-    """The bytes of one listed artifact, after their SHA-256 matched the manifest."""
+def listed_entry(manifest: dict, name: str) -> dict:
+    """The manifest entry of an artifact given by plain name; anything else is refused."""
     entry = manifest.get("artifacts", {}).get(name)
     if entry is None or Path(name).name != name:
         raise ArtifactError(f"{name!r} is not an artifact listed in {MANIFEST}", pointer=name)
+    return entry
+
+
+def verified_bytes(model_dir: Path, manifest: dict, name: str) -> bytes:
+    """The bytes of one listed artifact, after their SHA-256 matched the manifest."""
+    entry = listed_entry(manifest, name)
     path = Path(model_dir) / name
     try:
         data = path.read_bytes()
@@ -67,16 +72,9 @@ def verified_bytes(model_dir: Path, manifest: dict, name: str) -> bytes:
 def verify_artifacts(model_dir: Path, manifest: dict) -> dict[str, bytes]:
     """Every listed artifact's bytes, after all matched their SHA-256; else raise
     :class:`ArtifactError` naming the first file that is unlisted or fails its checksum."""
-    listed = manifest.get("artifacts", {})
-    for name in (
-        manifest["cnn"]["file"],
-        manifest["umap"]["file"],
-        manifest["umap"]["map"],
-        manifest["svm"]["file"],
-    ):
-        if name not in listed or Path(name).name != name:
-            raise ArtifactError(f"{name!r} is not an artifact listed in {MANIFEST}", pointer=name)
-    return {name: verified_bytes(model_dir, manifest, name) for name in listed}
+    for part, key in (("cnn", "file"), ("umap", "file"), ("umap", "map"), ("svm", "file")):
+        listed_entry(manifest, manifest[part][key])  # before any file is read or loaded
+    return {name: verified_bytes(model_dir, manifest, name) for name in manifest["artifacts"]}
 
 
 def newest_model_dir(models_root: Path) -> Path:
