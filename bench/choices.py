@@ -8,7 +8,6 @@ Writes bench/CHOICES.md. Run: .venv/bin/python -m bench.choices (part of `make b
 
 import io
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -17,22 +16,13 @@ import onnxruntime as ort
 
 from bench import server
 from bench.run import run_clients
+from bench.timing import median_seconds
 from service.bundle import ModelBundle, newest_model_dir
 from service.pipeline import Scorer, umap_features
 from service.preprocess import MAD_TO_SIGMA, robust_centre_and_spread
 from training.simulate import class_counts_for, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def median_seconds(call, repeats: int = 9) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - begin)
-    return float(np.median(times))
 
 
 def resident_mb() -> float:

@@ -7,11 +7,10 @@ Run: .venv/bin/python -m bench.decode [--repeats 15] (also part of `make bench`)
 import argparse
 import io
 import json
-import statistics
-import time
 
 import numpy as np
 
+from bench.timing import median_seconds
 from service import codec
 
 
@@ -36,15 +35,6 @@ def bodies(cutouts: np.ndarray) -> dict[str, tuple[str, bytes]]:
     }
 
 
-def median_seconds(media: str, body: bytes, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        codec.decode_batch(body, media, max_batch=1 << 20)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def table(repeats: int) -> list[str]:
     """Markdown rows: decode medians per format and batch size, and the ratio to JSON."""
     rng = np.random.default_rng(0)
@@ -55,7 +45,10 @@ def table(repeats: int) -> list[str]:
     for n in (256, 1024):
         forms = bodies((rng.standard_normal((n, 9, 100)) * 12.0).astype(np.float32))
         medians = {
-            name: median_seconds(media, body, repeats) for name, (media, body) in forms.items()
+            name: median_seconds(
+                lambda m=media, b=body: codec.decode_batch(b, m, max_batch=1 << 20), repeats
+            )
+            for name, (media, body) in forms.items()
         }
         for name, (_, body) in forms.items():
             rows.append(

@@ -5,25 +5,22 @@ SVM decides), coordinate differences, and the cost per point of both paths.
 """
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.timing import median_seconds
 from service.bundle import ModelBundle
 from service.pipeline import Scorer, decide, umap_features
 from training.build import SimulatedSpec
 
 
 def seconds_per_point(place, features: np.ndarray, batch: int, repeats: int) -> float:
-    place(features[:batch])  # warm-up (numba compiles the reference path here)
-    times = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
+    def run() -> None:
         for start in range(0, len(features), batch):
             place(features[start : start + batch])
-        times.append(time.perf_counter() - begin)
-    return float(np.median(times)) / len(features)
+
+    return median_seconds(run, repeats) / len(features)  # warm-up compiles numba (reference)
 
 
 def place_both(model_dir: Path, cutouts: np.ndarray) -> dict:
@@ -63,18 +60,10 @@ def reference_profile(model_dir: Path, features: np.ndarray, repeats: int) -> di
     reducer = joblib.load(io.BytesIO(verified_bytes(model_dir, manifest, manifest["umap"]["file"])))
     epsilon = 0.24 if reducer._knn_search_index._angular_trees else 0.12  # as umap-learn does
     batch = features[:1024]
-    reducer.transform(batch)
-
-    def median(call) -> float:
-        times = []
-        for _ in range(repeats):
-            begin = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - begin)
-        return float(np.median(times)) / len(batch)
-
-    total = median(lambda: reducer.transform(batch))
-    query = median(lambda: reducer._knn_search_index.query(batch, reducer.n_neighbors, epsilon))
+    total = median_seconds(lambda: reducer.transform(batch), repeats) / len(batch)
+    query = median_seconds(
+        lambda: reducer._knn_search_index.query(batch, reducer.n_neighbors, epsilon), repeats
+    ) / len(batch)
     return {"total_us": 1e6 * total, "query_us": 1e6 * query, "rest_us": 1e6 * (total - query)}
 
 
