@@ -1,4 +1,5 @@
-# linescore scoring service: the packaged model behind gunicorn, as a non-root user.
+# linescore scoring service: the packaged model behind gunicorn, as a non-root user, on a
+# read-only root filesystem (everything it writes goes under /tmp).
 # Stage 1 builds the wheel; stage 2 installs it with the pinned dependencies and the models.
 
 FROM python:3.11-slim AS build
@@ -19,6 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NUMBA_NUM_THREADS=1 \
     MALLOC_ARENA_MAX=2 \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
+    MPLCONFIGDIR=/tmp/matplotlib \
     PROMETHEUS_MULTIPROC_DIR=/tmp/linescore-metrics
 RUN groupadd --system --gid 10001 linescore \
     && useradd --system --uid 10001 --gid linescore --no-create-home linescore
@@ -32,4 +34,4 @@ USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status != 200)"]
-CMD ["gunicorn", "--config", "python:service.gunicorn_conf", "--bind", "0.0.0.0:8080"]
+CMD ["linescore", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 MODEL_VERSION ?= 1.0.0
 BUILD ?= build
 
-.PHONY: install run test lint models ablation bench gallery clean
+.PHONY: install run test lint models ablation bench soak gallery clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test]'
+	$(BIN)/pip install --quiet --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test,client]'
 	touch $@
 
 install: $(STAMP)
@@ -37,6 +37,11 @@ ablation: install
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.choices
+
+# 60 s at 80% of the measured maximum, then schemathesis with thousands of cases (~3 min).
+soak: install
+	$(BIN)/python -m bench.soak
+	SCHEMATHESIS_EXAMPLES=150 $(BIN)/pytest -p no:cacheprovider -s tests/test_schemathesis.py
 
 gallery: install
 	$(BIN)/python -m training gallery --out $(BUILD)/gallery.png

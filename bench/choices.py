@@ -17,7 +17,8 @@ import onnxruntime as ort
 from bench import server
 from bench.run import run_clients
 from bench.timing import median_seconds
-from service.bundle import ModelBundle, newest_model_dir
+from service.bundle import ModelBundle
+from service.manifest import newest_model_dir
 from service.pipeline import Scorer, umap_features
 from service.preprocess import MAD_TO_SIGMA, robust_centre_and_spread
 from training.simulate import class_counts_for, simulate

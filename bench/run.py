@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bench import decode, references, server, umap
-from service.bundle import newest_model_dir
+from service.manifest import newest_model_dir
 from training.simulate import class_counts_for, simulate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ def reference_profile(model_dir: Path, features: np.ndarray, repeats: int) -> di
 
     import joblib
 
-    from service.bundle import read_manifest, verified_bytes
+    from service.manifest import read_manifest, verified_bytes
 
     manifest = read_manifest(model_dir)
     reducer = joblib.load(io.BytesIO(verified_bytes(model_dir, manifest, manifest["umap"]["file"])))

@@ -13,35 +13,54 @@ SUFFIXES = (".json", ".npy", ".npz")
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="linescore", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run gunicorn with the packaged config (exec)")
+    serve = commands.add_parser("serve", help="serve the model over HTTP (gunicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--workers", type=int, help="default: LINESCORE_WORKERS, else 2")
     score = commands.add_parser("score", help="score a file locally and print JSON lines")
     score.add_argument("file", type=Path, help=f"cutouts as {', '.join(SUFFIXES)}")
     score.add_argument("--model-dir", type=Path, help="default: as the server would choose")
+    batch = commands.add_parser(
+        "score-file",
+        help="score a HETDEX FiberImages HDF5 file through a server, resumably",
+        description="Exit 0: complete; 1: fix the input, --out, URL or token; 75: server lost, "
+        "run again to resume; 130: interrupted, run again to resume.",
+    )
+    batch.add_argument("file", type=Path, help="HDF5 file with a FiberImages table")
+    batch.add_argument("--url", required=True, help="server, e.g. http://127.0.0.1:8080")
+    batch.add_argument("--out", type=Path, required=True, help="CSV journal; resumed if present")
+    batch.add_argument("--table", choices=("fits", "ecsv"), default="fits", help="final table")
+    batch.add_argument("--batch-size", type=positive_int, default=1024)
+    batch.add_argument("--concurrency", type=positive_int, default=2, help="batches in flight")
+    batch.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    batch.add_argument("--retry-for", type=float, default=300.0, help="seconds, then give up")
+    batch.add_argument(
+        "--token",
+        default=os.environ.get("LINESCORE_API_TOKEN"),
+        help="bearer token (default: LINESCORE_API_TOKEN)",
+    )
     return root
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    """Replace this process with gunicorn so signals reach it directly.
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
-    glibc reads MALLOC_ARENA_MAX only at process start, hence here (and in the image's ENV):
-    two arenas keep a threaded worker's memory from fragmenting across per-thread arenas.
+
+def serve(host: str, port: int, workers: int | None, argv: list[str]) -> None:
+    """Run the server in this process, so signals reach gunicorn's master directly.
+
+    glibc reads MALLOC_ARENA_MAX only at process start, so if it is unset this process first
+    re-executes itself with it (the image sets it in ENV): two arenas keep a worker's memory from
+    fragmenting across per-thread arenas.
     """
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "python:service.gunicorn_conf",
-        "--bind",
-        f"{host}:{port}",
-        "--workers",
-        str(workers),
-    ]
-    os.execv(sys.executable, argv)
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        os.environ["MALLOC_ARENA_MAX"] = "2"
+        os.execv(sys.executable, [sys.executable, "-m", "service.cli", *argv])
+    from service.server import serve as run_server
+
+    run_server(f"{host}:{port}", workers)
 
 
 def read_detections(path: Path, max_batch: int):
@@ -83,7 +102,17 @@ def score(path: Path, model_dir: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     if args.command == "serve":
-        serve(args.host, args.port, args.workers)
+        serve(args.host, args.port, args.workers, argv)
+        return 0
+    if args.command == "score-file":
+        from service.scorefile import Job, score_file
+
+        return score_file(Job(**{k: v for k, v in vars(args).items() if k != "command"}))
     return score(args.file, args.model_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

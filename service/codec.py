@@ -15,7 +15,15 @@ from typing import IO, Annotated, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+)
 
 from service.contract import as_float32, check_shape, crop, finite_items, to_canonical
 from service.errors import (
@@ -30,8 +38,17 @@ JSON = "application/json"
 NPY = "application/x-npy"
 NPZ = "application/x-npz"
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def integral(value: Any) -> Any:
+    """755.0 is an integer to JSON Schema, so to the contract too (where a float is exact)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
 DetectId = (
-    Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+    Annotated[StrictInt, BeforeValidator(integral), Field(ge=-(2**63), le=2**63 - 1)]
     | Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
 )
 
@@ -188,6 +205,8 @@ def read_npy(stream: IO[bytes], available: int, max_batch: int, pointer: str) ->
         raise BadRequestError(f"unsupported .npy format version {version}", pointer=pointer)
     if dtype.hasobject:
         raise BadRequestError("object arrays are not accepted", pointer=pointer)
+    if pointer == "/cutout":
+        check_shape(shape, pointer)  # a wrong shape is named as such, before its size
     if shape and shape[0] > max_batch:
         check_batch_size(shape[0], max_batch)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -1,4 +1,4 @@
-"""Configuration: read once from the environment when the app is created, nowhere else.
+"""Configuration: read once from the environment when the server or the app starts, nowhere else.
 
 | variable | default | meaning |
 |---|---|---|
@@ -9,7 +9,13 @@
 | LINESCORE_THREADS | 1 | threads per worker for ONNX Runtime, numba, OpenMP and BLAS |
 | LINESCORE_WARMUP_BATCH | 64 | cutouts in the warm-up batch that runs before /readyz turns 200 |
 | LINESCORE_UMAP_TRANSFORM | fast | "fast" (service.umap_fast) or "reference" (umap-learn's own) |
-| PROMETHEUS_MULTIPROC_DIR | (set by the gunicorn config) | where workers share metrics |
+| LINESCORE_API_TOKEN | (unset) | if set, /v1 and /v2 (not /v2/health) need a bearer token |
+| LINESCORE_WORKERS | 2 | gunicorn worker processes |
+| LINESCORE_DRAIN_SECONDS | 5 | after SIGTERM: /readyz 503, requests still served |
+| LINESCORE_GRACEFUL_TIMEOUT | 30 | then in-flight requests have this long to finish |
+| LINESCORE_REQUEST_TIMEOUT | 60 | a worker stuck longer on one request is replaced |
+| LINESCORE_CLIENT_TIMEOUT | 10 | a client socket idle this long is closed |
+| PROMETHEUS_MULTIPROC_DIR | (a fresh temporary dir) | where workers share metrics |
 """
 
 import os
@@ -17,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
 """The packaged models of a source checkout; an installed wheel sets LINESCORE_MODELS_ROOT."""
@@ -33,6 +39,12 @@ class Settings(BaseModel):
     threads: int = Field(1, ge=1)
     warmup_batch: int = Field(64, ge=1)
     umap_transform: Literal["fast", "reference"] = "fast"
+    api_token: SecretStr | None = Field(None, min_length=1)
+    workers: int = Field(2, ge=1)
+    drain_seconds: float = Field(5.0, ge=0)
+    graceful_timeout: int = Field(30, ge=1)
+    request_timeout: int = Field(60, ge=1)
+    client_timeout: float = Field(10.0, gt=0)
     prometheus_multiproc_dir: Path | None = None
 
     @classmethod
@@ -41,7 +53,7 @@ class Settings(BaseModel):
         values = {
             name: environ[prefix + name.upper()]
             for name in cls.model_fields
-            if prefix + name.upper() in environ
+            if environ.get(prefix + name.upper(), "") != ""
         }
         if "PROMETHEUS_MULTIPROC_DIR" in environ:
             values["prometheus_multiproc_dir"] = environ["PROMETHEUS_MULTIPROC_DIR"]

@@ -44,10 +44,12 @@ def check_shape(shape: tuple[int, ...], pointer: str) -> None:
 
 
 def as_float32(array: np.ndarray, pointer: str) -> np.ndarray:
-    """Real numbers only; values beyond float32 become infinite (and are rejected as such)."""
-    if array.dtype.kind not in "fiu":
+    """Floating-point pixels only (an integer or boolean array is a mistaken product, not an
+    image); values beyond float32 become infinite (and are rejected as such)."""
+    if array.dtype.kind != "f":
         raise InvalidInputError(
-            f"cutout values must be real numbers, got {array.dtype}", pointer=pointer
+            f"cutout values must be floating point (float32 or float64), got {array.dtype}",
+            pointer=pointer,
         )
     with np.errstate(over="ignore"):
         return array.astype(np.float32, copy=False)

@@ -10,6 +10,8 @@ class LinescoreError(Exception):
     status: int = 500
     title: str = "Internal error"
 
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+
     def __init__(self, detail: str, *, pointer: str = "") -> None:
         super().__init__(detail)
         self.detail = detail
@@ -32,6 +34,24 @@ class BadRequestError(LinescoreError):
 
     status = 400
     title = "Malformed request"
+
+    def __init__(self, detail: str, *, pointer: str = "/") -> None:  # the whole body is at fault
+        super().__init__(detail, pointer=pointer)
+
+
+class UnauthorizedError(LinescoreError):
+    """No or a wrong bearer token, when the service requires one (LINESCORE_API_TOKEN)."""
+
+    status = 401
+    title = "Unauthorized"
+    headers = (("WWW-Authenticate", 'Bearer realm="linescore"'),)
+
+
+class RequestTimeoutError(LinescoreError):
+    """The client stopped sending its body for longer than LINESCORE_CLIENT_TIMEOUT."""
+
+    status = 408
+    title = "Request timeout"
 
 
 class PayloadTooLargeError(LinescoreError):

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from service.bundle import ModelBundle, newest_model_dir
+from service.bundle import ModelBundle
 from service.codec import Detection
 from service.config import Settings
 from service.contract import COLUMNS, ROWS
 from service.dataplane import DataPlane, Outcome
 from service.errors import NotReadyError
+from service.manifest import resolve_model_dir
 from service.pipeline import Scorer
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class ModelRuntime:
 
     @property
     def model_dir(self) -> Path:
-        return self.settings.model_dir or newest_model_dir(self.settings.models_root)
+        return resolve_model_dir(self.settings.model_dir, self.settings.models_root)
 
     def start(self) -> None:
         threading.Thread(target=self.load, name="model-loader", daemon=True).start()

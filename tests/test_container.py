@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.service.test_server import free_port, wait_until_ready
+from tests.live import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -73,7 +73,7 @@ def test_image_is_multistage_slim_nonroot_and_capped():
     assert ("COPY", "models ./models") in runtime_stage()
     healthcheck = next(args for op, args in runtime_stage() if op == "HEALTHCHECK")
     assert "/readyz" in healthcheck and "curl" not in healthcheck
-    assert exec_form("CMD")[0] == "gunicorn"
+    assert exec_form("CMD")[:2] == ["linescore", "serve"]
 
 
 @pytest.mark.slow
@@ -112,7 +112,9 @@ def test_image_command_serves_from_the_installed_wheel(tmp_path):
 
     env = {key: on_host(value) for key, value in image_env().items()}
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **env}
-    command = [arg.replace("0.0.0.0:8080", f"127.0.0.1:{port}") for arg in exec_form("CMD")]
+    swap = {"0.0.0.0": "127.0.0.1", "8080": str(port)}
+    command = [swap.get(arg, arg) for arg in exec_form("CMD")]
+    installed_before = sorted(venv.rglob("*"))
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(command, cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -130,3 +132,4 @@ def test_image_command_serves_from_the_installed_wheel(tmp_path):
         log.close()
     assert server.returncode == 0, (tmp_path / "server.log").read_text()[-2000:]
     assert sorted(app.rglob("*")) == files_before  # nothing written under /app
+    assert sorted(venv.rglob("*")) == installed_before  # nor where the code is installed

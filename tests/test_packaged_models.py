@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bundle import ModelBundle, newest_model_dir
+from service.bundle import ModelBundle
+from service.manifest import newest_model_dir
 from training.build import SimulatedSpec
 from training.dataset import LabelledCutouts
 from training.evaluate import evaluate

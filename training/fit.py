@@ -18,7 +18,8 @@ import onnxruntime as ort
 from sklearn.model_selection import train_test_split
 
 from service import contract
-from service.bundle import MANIFEST, UMAP_SOURCES, sha256_of
+from service.bundle import UMAP_SOURCES
+from service.manifest import MANIFEST, sha256_of
 from service.pipeline import umap_features
 from service.preprocess import Normalization, prepare
 from service.umap_fast import NeighbourTransform

@@ -3,6 +3,7 @@
 from flask import current_app
 
 from service.config import Settings
+from service.drain import DrainFlag
 from service.runtime import ModelRuntime
 from service.telemetry import Telemetry
 
@@ -17,6 +18,10 @@ def settings() -> Settings:
 
 def telemetry() -> Telemetry:
     return current_app.extensions["linescore"]["telemetry"]
+
+
+def drain() -> DrainFlag:
+    return current_app.extensions["linescore"]["drain"]
 
 
 def openapi_document() -> bytes:

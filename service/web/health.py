@@ -1,4 +1,4 @@
-"""Kubernetes probes: /livez (the process answers) and /readyz (this worker can score)."""
+"""Kubernetes probes: /livez (the process answers) and /readyz (this worker can take work)."""
 
 from flask import Blueprint, Response
 
@@ -15,8 +15,12 @@ def livez() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> Response:
+    """200 only when the model is warm and the server is not draining after SIGTERM."""
     runtime = context.runtime()
-    body = {"status": "ready" if runtime.ready else "not ready", "model": runtime.state}
+    draining = context.drain().is_set
+    status = "draining" if draining else "ready" if runtime.ready else "not ready"
+    body = {"status": status, "model": runtime.state}
     if runtime.error:
         body["error"] = runtime.error
-    return Response(encode(body), status=200 if runtime.ready else 503, mimetype="application/json")
+    ok = runtime.ready and not draining
+    return Response(encode(body), status=200 if ok else 503, mimetype="application/json")

@@ -2,25 +2,27 @@
 
 import logging
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllowed
 
 from service.codec import encode
-from service.errors import LinescoreError
+from service.errors import LinescoreError, RequestTimeoutError
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger(__name__)
 
 
-def problem_response(problem: dict, headers: dict | None = None) -> Response:
+def problem_response(problem: dict, headers=None) -> Response:
     problem = {**problem, "instance": request.path}
+    if "request_id" in g:
+        problem["request_id"] = g.request_id
     return Response(encode(problem), status=problem["status"], mimetype=PROBLEM, headers=headers)
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(LinescoreError)
     def linescore_error(error: LinescoreError) -> Response:
-        return problem_response(error.problem())
+        return problem_response(error.problem(), error.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -36,6 +38,14 @@ def register(app: Flask) -> None:
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             allow = {"Allow": ", ".join(error.valid_methods)}
         return problem_response(problem, allow)
+
+    @app.errorhandler(ClientDisconnected)
+    def body_cut_short(error: ClientDisconnected) -> Response:
+        """A body that stopped arriving: a client slower than the socket timeout gets a 408."""
+        if isinstance(error.__context__, TimeoutError):
+            late = RequestTimeoutError("the request body stopped arriving", pointer="/")
+            return problem_response(late.problem())
+        return http_error(error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:

@@ -1,8 +1,8 @@
-"""/v1: score one detection, score a batch (JSON or binary), describe the model."""
+"""/v1: score one detection, score a batch (JSON or binary), render one, describe the model."""
 
 from flask import Blueprint, Response, request
 
-from service import codec
+from service import codec, render
 from service.codec import Detection
 from service.dataplane import Outcome
 from service.errors import UnsupportedMediaTypeError
@@ -53,6 +53,20 @@ def score_batch() -> Response:
     outcome = run(detections, timings)
     payload = {"model_version": context.runtime().plane.model_version, "results": outcome.results}
     return respond(payload, outcome, len(detections))
+
+
+@blueprint.post("/render")
+def render_one() -> Response:
+    """Score one detection as /score does, answer with a PNG of its cutout and map place."""
+    timings: dict[str, float] = {}
+    with stage(timings, "decode"):
+        detection = codec.decode_single(json_body())
+    outcome = run([detection], timings)
+    bundle = context.runtime().plane.scorer.bundle
+    with stage(outcome.timings, "encode"):
+        body = render.render_png(bundle, detection.cutout, outcome.results[0])
+    context.telemetry().observe_scoring(1, outcome.scored, outcome.timings, outcome.decisions)
+    return Response(body, mimetype=render.PNG)
 
 
 @blueprint.get("/model")

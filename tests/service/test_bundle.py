@@ -4,8 +4,9 @@ import shutil
 import pytest
 
 from service import bundle as bundle_module
-from service.bundle import ModelBundle, newest_model_dir
+from service.bundle import ModelBundle
 from service.errors import ArtifactError
+from service.manifest import newest_model_dir
 
 
 def copy_model(source, target):

@@ -60,4 +60,4 @@ def test_score_refuses_unknown_files_and_missing_models(tmp_path, tiny_model_dir
     refused = run("score", str(other), "--model-dir", str(tiny_model_dir))
     assert refused.returncode != 0 and "expected one of .json, .npy, .npz" in refused.stderr
     missing = run("score", str(other), "--model-dir", str(tmp_path / "nowhere"))
-    assert missing.returncode != 0 and "manifest.json" in missing.stderr
+    assert missing.returncode != 0 and "nowhere does not exist" in missing.stderr

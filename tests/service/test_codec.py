@@ -150,7 +150,7 @@ def test_binary_item_errors_stay_in_place(rng):
         (npy(np.zeros((9, 32), "f4")), InvalidInputError, "/cutout"),
         (npy(np.array([{"a": 1}], dtype=object)), BadRequestError, "/cutout"),
         (b"\x93NUMPY garbage", BadRequestError, "/cutout"),
-        (b"not an array at all", BadRequestError, ""),
+        (b"not an array at all", BadRequestError, "/"),
         (npz(cutout=np.zeros((2, 9, 32)), detectid=np.zeros(3)), InvalidInputError, "/detectid"),
         (npz(cutout=np.zeros((2, 9, 32)), extra=np.zeros(2)), InvalidInputError, "/extra"),
         (npz(wave=np.zeros(2)), InvalidInputError, "/cutout"),

@@ -42,5 +42,5 @@ def test_non_finite_values_are_rejected_with_the_item_index(bad):
 
 
 def test_non_numeric_arrays_are_rejected():
-    with pytest.raises(InvalidInputError, match="real numbers"):
+    with pytest.raises(InvalidInputError, match="floating point"):
         to_canonical(np.full((1, ROWS, COLUMNS), "x"))

@@ -2,14 +2,7 @@
 
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,55 +10,17 @@ import requests
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-from service.bundle import ModelBundle, newest_model_dir
+from service.bundle import ModelBundle
+from service.manifest import newest_model_dir
 from service.pipeline import Scorer
+from tests.live import ROOT, live_server
 from training.simulate import simulate
-
-ROOT = Path(__file__).resolve().parents[2]
-LINESCORE = Path(sys.executable).parent / "linescore"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, seconds: float = 120) -> float:
-    """Seconds until /readyz answered 200 on 10 fresh connections in a row (every worker)."""
-    started, streak = time.monotonic(), 0
-    while streak < 10:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        if time.monotonic() - started > seconds:
-            raise TimeoutError("server never became ready")
-        try:
-            streak = streak + 1 if requests.get(f"{url}/readyz", timeout=2).ok else 0
-        except requests.ConnectionError:
-            streak = 0
-        time.sleep(0.05 if streak else 0.2)
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    log = (tmp_path_factory.mktemp("server") / "gunicorn.log").open("w")
-    env = {**os.environ, "LINESCORE_MODELS_ROOT": str(ROOT / "models")}
-    process = subprocess.Popen(
-        [str(LINESCORE), "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process)
-        yield url, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        log.close()
+    with live_server(tmp_path_factory.mktemp("server")) as live:
+        yield live.url, live.process
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +45,13 @@ def checked(spec: OpenAPI, response: requests.Response, request_too: bool = True
     return response
 
 
-def test_serve_replaces_itself_with_gunicorn(server):
-    _, process = server
-    with open(f"/proc/{process.pid}/cmdline", "rb") as handle:
-        argv = handle.read().split(b"\0")
-    assert b"gunicorn" in b" ".join(argv) and b"serve" not in argv
+def test_serve_runs_the_gunicorn_master_in_its_own_process(server):
+    """Signals sent to ``linescore serve`` reach gunicorn's master: the workers are its children."""
+    url, process = server
+    worker = requests.get(f"{url}/livez", timeout=5).headers["X-Linescore-Worker"]
+    with open(f"/proc/{worker}/stat") as handle:
+        parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+    assert parent == process.pid
 
 
 def test_health_model_openapi_and_metrics(server, spec):

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import ModelBundle, sha256_of
+from service.bundle import ModelBundle
+from service.manifest import sha256_of
 from service.preprocess import prepare
 from training.cnn import LineCNN
 from training.export import export_onnx, max_disagreement

@@ -1,0 +1,358 @@
+"""``linescore score-file``: score a HETDEX FiberImages file through a running linescore server.
+
+The nightly pipeline's client. It reads the file a batch at a time (never all of ``im_sum``),
+posts npz batches to ``/v1/score/batch`` with a few in flight, retries what a busy, restarting
+or draining server refuses, and journals every answer (``service.catalogue``) so that a run
+stopped by Ctrl-C, a kill or a lost server resumes where it stopped when run again. Its client
+libraries (h5py, requests, tqdm, astropy) are imported by this module only, and only the
+``score-file`` command imports it: the server never loads them.
+
+Exit status: 0 every detection has a row; 1 nothing can be done until something is fixed (the
+file, --out, the URL or the token); 75 unfinished because the server was lost, run it again to
+resume; 130 interrupted (Ctrl-C) after saving what was finished.
+"""
+
+import io
+import random
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import h5py
+import numpy as np
+import orjson
+import requests
+from tqdm import tqdm
+
+from service.catalogue import (
+    CatalogueError,
+    Journal,
+    Row,
+    error_row,
+    result_row,
+    table_path,
+    write_table,
+)
+from service.contract import COLUMNS, LINE_COLUMN, PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS
+
+FIBER_TABLE = "FiberImages"
+EX_UNFINISHED = 75  # sysexits EX_TEMPFAIL: try again later
+EX_INTERRUPTED = 130
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+FATAL_STATUSES = frozenset({401, 403, 404})  # every batch would get the same: stop, fix, rerun
+BACKOFF_FIRST, BACKOFF_CAP = 0.5, 30.0
+LINE_COLUMNS = {PRODUCT_COLUMNS: PRODUCT_LINE_COLUMN, COLUMNS: LINE_COLUMN}
+
+
+class ClientError(Exception):
+    """Ends the run with one line on stderr; ``exit_status`` says whether a plain rerun helps."""
+
+    exit_status = 1
+
+
+class ServerLostError(ClientError):
+    exit_status = EX_UNFINISHED
+
+
+class StoppedError(Exception):
+    """The run is stopping: a waiting batch gives up its retries."""
+
+
+@dataclass(frozen=True)
+class Job:
+    file: Path
+    url: str
+    out: Path
+    batch_size: int = 1024
+    concurrency: int = 2
+    table: str = "fits"
+    token: str | None = None
+    timeout: float = 60.0
+    retry_for: float = 300.0
+
+
+@dataclass
+class Batch:
+    detectid: np.ndarray
+    cutout: np.ndarray
+    wave: np.ndarray | None
+
+    def body(self) -> bytes:
+        arrays = {"cutout": self.cutout, "detectid": self.detectid}
+        if self.wave is not None:
+            arrays["wave"] = self.wave
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+
+def fiber_table(handle: h5py.File, path: Path) -> h5py.Dataset:
+    """The FiberImages compound table, checked for the fields and shapes scoring needs."""
+    table = handle.get(FIBER_TABLE)
+    names = table.dtype.names if isinstance(table, h5py.Dataset) else None
+    if not names:
+        raise ClientError(f"{path}: no {FIBER_TABLE} table (not a HETDEX FiberImages file)")
+    for name in ("detectid", "im_sum"):
+        if name not in names:
+            raise ClientError(f"{path}: {FIBER_TABLE} has no {name} field (has {list(names)})")
+    shape = table.dtype["im_sum"].shape
+    if len(shape) != 2 or shape[0] != ROWS or shape[1] not in LINE_COLUMNS:
+        raise ClientError(
+            f"{path}: {FIBER_TABLE}/im_sum has shape {shape}, expected ({ROWS}, {PRODUCT_COLUMNS})"
+        )
+    if table.dtype["detectid"].kind not in "iu":
+        raise ClientError(f"{path}: {FIBER_TABLE}/detectid is not an integer")
+    return table
+
+
+class FiberImages:
+    """The FiberImages table of a HETDEX HDF5 file: all detectids, cutouts one slice at a time.
+
+    The line wavelength is ``im_wave`` at the line column (50 of 100), when the table has it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise ClientError(f"{path}: no such file")
+        try:
+            self.handle = h5py.File(path, "r")
+        except OSError:
+            raise ClientError(f"{path}: not an HDF5 file (expected HETDEX FiberImages)") from None
+        try:
+            self.table = fiber_table(self.handle, path)
+            self.detectid = np.asarray(self.table.fields("detectid")[:], dtype=np.int64)
+            unique, seen = np.unique(self.detectid, return_counts=True)
+            if np.any(seen > 1):
+                raise ClientError(f"{path}: {FIBER_TABLE}/detectid {unique[seen > 1][0]} repeats")
+        except BaseException:
+            self.handle.close()
+            raise
+        columns = self.table.dtype["im_sum"].shape[1]
+        self.line_column = LINE_COLUMNS[columns]
+        wave = self.table.dtype.fields.get("im_wave")
+        self.fields = ["detectid", "im_sum"]
+        if wave is not None and wave[0].shape == (columns,):
+            self.fields.append("im_wave")
+
+    def batches(self, pending: np.ndarray, size: int) -> Iterator[Batch]:
+        """The pending rows in file order, ``size`` at a time, each read as one slice."""
+        rows = np.flatnonzero(pending)
+        for start in range(0, len(rows), size):
+            chosen = rows[start : start + size]
+            block = self.table.fields(self.fields)[chosen[0] : chosen[-1] + 1][chosen - chosen[0]]
+            wave = block["im_wave"][:, self.line_column] if "im_wave" in self.fields else None
+            yield Batch(block["detectid"].astype(np.int64), block["im_sum"], wave)
+
+    def __enter__(self) -> "FiberImages":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+def short_reason(error: requests.RequestException) -> str:
+    """'Connection refused' rather than requests' nested repr of its connection pool."""
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    found = re.findall(r"\[Errno -?\d+\] ([^'\"\)]+)", str(error))
+    return found[-1].strip() if found else type(error).__name__
+
+
+class BatchClient:
+    """Posts one batch, retrying transient failures with capped, fully jittered backoff."""
+
+    def __init__(self, job: Job, stop: threading.Event) -> None:
+        self.endpoint = job.url.rstrip("/") + "/v1/score/batch"
+        self.job = job
+        self.stop = stop
+        self.headers = {"Content-Type": "application/x-npz", "Accept": "application/json"}
+        if job.token:
+            self.headers["Authorization"] = f"Bearer {job.token}"
+        self.local = threading.local()
+        self.sessions: list[requests.Session] = []
+
+    def session(self) -> requests.Session:
+        """One session (connection pool) per thread: requests does not promise more."""
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+            self.sessions.append(self.local.session)
+        return self.local.session
+
+    def __enter__(self) -> "BatchClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for session in self.sessions:
+            session.close()
+
+    def score(self, batch: Batch) -> list[Row]:
+        body, deadline, attempt = batch.body(), None, 0
+        while True:
+            if self.stop.is_set():
+                raise StoppedError
+            try:
+                response = self.session().post(
+                    self.endpoint, data=body, headers=self.headers, timeout=(10, self.job.timeout)
+                )
+            except (requests.ConnectionError, requests.Timeout) as error:
+                reason = short_reason(error)
+            else:
+                if response.status_code == 200:
+                    return self.rows(batch, response)
+                if response.status_code in FATAL_STATUSES:
+                    raise ClientError(f"{self.endpoint} answered {describe(response)}")
+                if response.status_code not in RETRY_STATUSES:
+                    return [error_row(int(i), problem_of(response)) for i in batch.detectid]
+                reason = describe(response)
+            now = time.monotonic()
+            deadline = deadline or now + self.job.retry_for
+            if now >= deadline:
+                raise ServerLostError(
+                    f"server {self.job.url} unavailable after retrying for "
+                    f"{self.job.retry_for:g} s ({reason})"
+                )
+            ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** min(attempt, 16))
+            self.stop.wait(min(random.uniform(0, ceiling), deadline - now))
+            attempt += 1
+
+    def rows(self, batch: Batch, response: requests.Response) -> list[Row]:
+        try:
+            payload = orjson.loads(response.content)
+            version, results = payload["model_version"], payload["results"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise ClientError(f"{self.endpoint} did not answer a linescore batch") from None
+        echoed = [result.get("detectid") for result in results]
+        if echoed != batch.detectid.tolist():
+            raise ClientError(f"{self.endpoint} answered for other detections than it was sent")
+        return [
+            error_row(detectid, result["error"], version)
+            if "error" in result
+            else result_row(detectid, result, version)
+            for detectid, result in zip(echoed, results, strict=True)
+        ]
+
+
+def problem_of(response: requests.Response) -> dict:
+    """The RFC 9457 problem of a refused batch, or what the answer says in its place."""
+    try:
+        problem = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        problem = None
+    if not isinstance(problem, dict):
+        problem = {"title": response.reason, "detail": response.text[:200]}
+    return {**problem, "status": response.status_code}
+
+
+def describe(response: requests.Response) -> str:
+    problem = problem_of(response)
+    return f"{response.status_code} {problem.get('title', '')}: {problem.get('detail', '')}"
+
+
+def say(message: str) -> None:
+    """One line on stderr, below the progress bar if one is showing."""
+    tqdm.write(f"linescore score-file: {message}", file=sys.stderr)
+
+
+def send(job: Job, source: FiberImages, journal: Journal, progress) -> None:
+    """Keep ``concurrency`` batches in flight, journal each answer in file order.
+
+    Whatever ends the run early, answers already received are journalled before it ends.
+    """
+    stop = threading.Event()
+    pending = ~np.isin(source.detectid, journal.done)
+    in_flight: deque[Future] = deque()
+
+    def save_oldest() -> None:
+        rows = in_flight[0].result()  # a batch stays in flight until its rows are in hand
+        in_flight.popleft()
+        journal.append(rows)
+        progress.update(len(rows))
+
+    with (
+        BatchClient(job, stop) as client,
+        ThreadPoolExecutor(job.concurrency, thread_name_prefix="score-file") as pool,
+    ):
+        try:
+            for batch in source.batches(pending, job.batch_size):  # read while others post
+                while len(in_flight) >= job.concurrency:
+                    save_oldest()
+                in_flight.append(pool.submit(client.score, batch))
+            while in_flight:
+                save_oldest()
+        except KeyboardInterrupt:
+            waiting = len(in_flight)
+            say(
+                f"interrupted: saving the {waiting} batch(es) in flight (Ctrl-C: drop them)"
+                if waiting
+                else "interrupted"
+            )
+            raise
+        finally:
+            stop.set()
+            while in_flight:
+                try:
+                    save_oldest()
+                except (ClientError, StoppedError):
+                    in_flight.popleft()
+
+
+def score_file(job: Job) -> int:
+    """Run the job; say each problem in one line, then a summary; return the exit status."""
+    try:
+        return run(job)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return EX_INTERRUPTED
+
+
+def run(job: Job) -> int:
+    started = time.monotonic()
+    try:
+        url = urlsplit(job.url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ClientError(f"--url {job.url} is not an http(s) URL")
+        if table_path(job.out, job.table) == job.out:
+            raise ClientError(f"--out {job.out} would be overwritten by the {job.table} table")
+        with FiberImages(job.file) as source, Journal.open(job.out, source.detectid) as journal:
+            return finish(job, source, journal, started)
+    except (ClientError, CatalogueError) as error:
+        say(f"error: {error}")
+        return 1
+
+
+def finish(job: Job, source: FiberImages, journal: Journal, started: float) -> int:
+    """Score what the journal lacks, write the table if nothing is missing, then summarise."""
+    total, before, status = len(source.detectid), journal.counts.total, 0
+    if journal.torn_bytes:
+        say(f"dropped the torn last line of {job.out} (a killed run); it is scored again")
+    with tqdm(total=total, initial=before, unit="det", disable=None, file=sys.stderr) as bar:
+        try:
+            send(job, source, journal, bar)
+        except KeyboardInterrupt:
+            status = EX_INTERRUPTED
+        except ClientError as error:
+            say(f"error: {error}")
+            status = error.exit_status
+    counts, table = journal.counts, table_path(job.out, job.table)
+    finished = counts.total == total
+    if finished:
+        write_table(job.out, table, source.detectid, {"source": str(job.file)})
+    elapsed, sent = time.monotonic() - started, counts.total - before
+    where = (
+        f"catalogue in {job.out} and {table}"
+        if finished
+        else f"saved so far in {job.out}: run the same command again to resume"
+    )
+    say(
+        f"{'complete' if finished else 'unfinished'}: {counts.total}/{total} detections "
+        f"({counts.real} real, {counts.fake} fake, {counts.errors} errors); {sent} scored in "
+        f"{elapsed:.1f} s ({sent / elapsed:.0f} detections/s); {where}"
+    )
+    return status or (0 if finished else EX_UNFINISHED)

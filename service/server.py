@@ -1,0 +1,164 @@
+"""``linescore serve``: gunicorn with the packaged configuration, a drain phase and bounded sockets.
+
+- The app is created in each worker after fork (no preload): ONNX Runtime sessions and numba state
+  are not fork-safe. Thread pools are capped through the environment before any worker imports
+  numpy, numba or ONNX Runtime, so two workers on two cores do not fight.
+- SIGTERM first *drains*: a flag shared with every worker turns /readyz to 503 so load balancers
+  stop routing here, while requests are still served; after ``drain_seconds`` gunicorn stops
+  gracefully (in-flight requests finish within ``graceful_timeout``). A second SIGTERM skips the
+  rest of the drain; SIGINT (Ctrl-C) stops at once.
+- Client sockets time out after ``client_timeout``: a stalled upload frees its worker instead of
+  holding it until the worker is killed at ``request_timeout``.
+- The model directory is checked in the master before any worker starts, so a missing or empty
+  one fails at start with a clear message. Checksums are verified by each worker as it loads.
+
+This module imports nothing heavy: it runs in the master.
+"""
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gunicorn import util
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.sync import SyncWorker
+
+from service.config import Settings
+from service.drain import DrainFlag
+from service.errors import ArtifactError
+from service.logs import logconfig_dict
+from service.manifest import read_manifest, resolve_model_dir
+
+CAPPED_POOLS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+class DrainingArbiter(Arbiter):
+    """gunicorn's master, with a drain phase between SIGTERM and the graceful stop."""
+
+    def __init__(self, app: "LinescoreServer") -> None:
+        super().__init__(app)
+        self.drain = app.drain
+        self.drain_seconds = app.settings.drain_seconds
+        self.drain_ends: float | None = None
+
+    def handle_term(self) -> None:
+        if self.drain.is_set or self.drain_seconds == 0:
+            raise StopIteration
+        self.log.info(
+            "SIGTERM: draining for %.1f s (/readyz answers 503, requests still served)",
+            self.drain_seconds,
+        )
+        self.drain.set()
+        self.drain_ends = time.monotonic() + self.drain_seconds
+
+    def manage_workers(self) -> None:
+        """Called by the main loop at least once a second: ends the drain when it is due."""
+        if self.drain_ends is not None and time.monotonic() >= self.drain_ends:
+            self.log.info("drain over: stopping gracefully")
+            raise StopIteration
+        super().manage_workers()
+
+
+class BoundedSyncWorker(SyncWorker):
+    """gunicorn's sync worker that takes connections only once its model is ready (or failed,
+    to say why), with a timeout on every client socket operation.
+
+    A replacement worker that accepted while still loading would answer 503 to traffic the
+    other, ready worker could serve.
+    """
+
+    def run(self) -> None:
+        runtime = self.wsgi.extensions["linescore"]["runtime"]
+        while runtime.state == "loading" and self.alive:
+            self.notify()  # the master's heartbeat: loading is not hanging
+            time.sleep(0.05)
+        super().run()
+
+    def accept(self, listener) -> None:
+        client, address = listener.accept()
+        client.settimeout(self.app.settings.client_timeout)
+        util.close_on_exec(client)
+        self.handle(listener, client, address)
+
+
+def on_starting(server: Arbiter) -> None:
+    """A fresh start: drop metric files a previous run left in a fixed multiprocess dir."""
+    for stale in server.app.settings.prometheus_multiproc_dir.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: Arbiter, worker) -> None:
+    """Drop a dead worker's live gauges from the shared metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+class LinescoreServer(BaseApplication):
+    """The gunicorn application: options from :class:`Settings`, the Flask app made per worker."""
+
+    def __init__(self, settings: Settings, bind: str) -> None:
+        self.settings = settings
+        self.bind = bind
+        self.drain = DrainFlag()
+        super().__init__()
+
+    def options(self) -> dict:
+        settings = self.settings
+        return {
+            "bind": [self.bind],
+            "workers": settings.workers,
+            # Sync workers accept a connection only when idle, so the kernel spreads batches over
+            # the workers (bench/CHOICES.md). A probe waits at most one batch (~40 ms at 1024).
+            "worker_class": f"{__name__}.BoundedSyncWorker",
+            "preload_app": False,
+            "timeout": settings.request_timeout,
+            "graceful_timeout": settings.graceful_timeout,
+            "control_socket_disable": True,  # no control socket: nothing written outside /tmp
+            "accesslog": None,  # the app writes one JSON access line per request instead
+            "logconfig_dict": logconfig_dict(),
+            "on_starting": on_starting,
+            "child_exit": child_exit,
+        }
+
+    def load_config(self) -> None:
+        for key, value in self.options().items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from service.web.app import create_app
+
+        return create_app(self.settings, drain=self.drain)
+
+    def run(self) -> None:
+        DrainingArbiter(self).run()
+
+
+def prepare_environment(settings: Settings) -> Path:
+    """Cap the workers' thread pools and give them a metrics dir, before any worker exists.
+
+    Both must be in the environment: the workers' libraries read it when they are imported.
+    """
+    for variable in CAPPED_POOLS:
+        os.environ.setdefault(variable, str(settings.threads))
+    directory = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="linescore-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return Path(directory)
+
+
+def serve(bind: str, workers: int | None = None) -> None:
+    """Run until stopped; exit 1 with one clear line if there is no model to serve."""
+    settings = Settings.from_environ()
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
+    metrics_dir = prepare_environment(settings)
+    settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
+    try:
+        read_manifest(resolve_model_dir(settings.model_dir, settings.models_root))
+    except ArtifactError as error:
+        sys.exit(f"linescore: cannot serve: {error.detail}")
+    LinescoreServer(settings, bind).run()

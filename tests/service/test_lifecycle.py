@@ -1,0 +1,217 @@
+"""The server's life over real gunicorn: start refused without a model, never ready with a bad
+artifact, drain and graceful stop on SIGTERM, a killed worker replaced, stalled clients cut off."""
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from tests.live import LINESCORE, ROOT, free_port, live_server
+
+PACKAGED = ROOT / "models" / "1.0.0"
+
+
+def npy_batch(size: int) -> bytes:
+    cutouts = np.random.default_rng(size).normal(size=(size, 9, 32)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, cutouts)
+    return buffer.getvalue()
+
+
+def post_batch(url: str, body: bytes) -> requests.Response:
+    return requests.post(
+        f"{url}/v1/score/batch",
+        data=body,
+        headers={"Content-Type": "application/x-npy"},
+        timeout=60,
+    )
+
+
+def refused_start(env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [str(LINESCORE), "serve", "--port", str(free_port())]
+    return subprocess.run(
+        command, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("missing dir", "does not exist"),
+        ("empty dir", "no manifest.json in"),
+        ("empty root", "no model versions"),
+    ],
+)
+def test_no_model_fails_at_start_with_a_clear_message(tmp_path, setting, message):
+    env = {
+        "missing dir": {"LINESCORE_MODEL_DIR": str(tmp_path / "nowhere")},
+        "empty dir": {"LINESCORE_MODEL_DIR": str(tmp_path)},
+        "empty root": {"LINESCORE_MODELS_ROOT": str(tmp_path)},
+    }[setting]
+    started = time.monotonic()
+    result = refused_start(env)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 30
+    assert result.stderr.strip().splitlines()[-1].startswith("linescore: cannot serve:")
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "swapped"])
+def test_a_bad_artifact_never_becomes_ready_and_the_log_names_it(tmp_path, damage):
+    model = tmp_path / "models" / "1.0.0"
+    shutil.copytree(PACKAGED, model)
+    svm = model / "svm.joblib"
+    if damage == "corrupted":
+        data = bytearray(svm.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        svm.write_bytes(bytes(data))
+    else:
+        shutil.copyfile(model / "umap.joblib", svm)
+    env = {"LINESCORE_MODEL_DIR": str(model)}
+    with live_server(tmp_path, env=env, workers=1, ready=False) as live:
+        deadline = time.monotonic() + 8
+        states = []
+        while time.monotonic() < deadline:  # well past the ~1.2 s a good model needs
+            try:
+                reply = requests.get(f"{live.url}/readyz", timeout=2)
+                states.append((reply.status_code, reply.json()))
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        assert requests.get(f"{live.url}/livez", timeout=2).status_code == 200
+    assert states and all(status == 503 for status, _ in states)
+    body = states[-1][1]
+    assert body["model"] == "failed" and "svm.joblib" in body["error"]
+    assert "svm.joblib" in live.log() and "SHA-256" in live.log()
+
+
+class Traffic:
+    """Clients posting batches in a loop until stopped, keeping every outcome."""
+
+    def __init__(self, url: str, body: bytes, clients: int = 2) -> None:
+        self.url, self.body = url, body
+        self.outcomes: list[tuple[float, int | str]] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                status: int | str = post_batch(self.url, self.body).status_code
+            except requests.ConnectionError as error:
+                status = type(error).__name__
+            self.outcomes.append((time.monotonic(), status))
+
+    def __enter__(self) -> "Traffic":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
+def test_sigterm_drains_then_stops_without_failing_a_request(tmp_path):
+    env = {"LINESCORE_DRAIN_SECONDS": "3", "LINESCORE_GRACEFUL_TIMEOUT": "20"}
+    with live_server(tmp_path, env=env) as live:
+        with Traffic(live.url, npy_batch(4096)) as traffic:
+            time.sleep(1.0)
+            sent_term = time.monotonic()
+            live.process.send_signal(signal.SIGTERM)
+            readiness = []
+            while time.monotonic() - sent_term < 1.5:  # a load balancer's probes
+                readiness.append(requests.get(f"{live.url}/readyz", timeout=5).status_code)
+        # the clients stopped ~1.5 s into the 3 s drain, as a load balancer would
+        exit_code = live.process.wait(timeout=60)
+        stopped = time.monotonic() - sent_term
+    assert readiness and set(readiness) == {503}
+    assert exit_code == 0 and stopped < 3 + 20
+    assert [status for _, status in traffic.outcomes] == [200] * len(traffic.outcomes)
+    assert sum(1 for at, _ in traffic.outcomes if at > sent_term) >= 2  # served while draining
+    assert "draining for 3.0 s" in live.log()
+
+
+def test_in_flight_batches_finish_after_sigterm(tmp_path):
+    with live_server(tmp_path, env={"LINESCORE_GRACEFUL_TIMEOUT": "20"}) as live:
+        body = npy_batch(4096)
+        replies: list[int] = []
+
+        def post() -> None:
+            replies.append(post_batch(live.url, body).status_code)
+
+        clients = [threading.Thread(target=post) for _ in range(2)]
+        for client in clients:
+            client.start()
+        time.sleep(0.05)  # both batches are being read or scored
+        live.process.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.join(timeout=60)
+        assert live.process.wait(timeout=30) == 0
+    assert replies == [200, 200]
+
+
+def worker_ready_gauge(url: str) -> float:
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    line = next(line for line in metrics.splitlines() if line.startswith("linescore_worker_ready"))
+    return float(line.split()[-1])
+
+
+def answering_worker(url: str) -> int:
+    return int(requests.get(f"{url}/readyz", timeout=10).headers["X-Linescore-Worker"])
+
+
+def test_a_killed_worker_is_replaced_while_traffic_continues(tmp_path):
+    with live_server(tmp_path) as live, Traffic(live.url, npy_batch(512)) as traffic:
+        time.sleep(0.5)
+        victim = answering_worker(live.url)
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        seen, deadline = set(), time.monotonic() + 60
+        while len(seen - {victim}) < 2 and time.monotonic() < deadline:
+            seen.add(answering_worker(live.url))  # a worker answers only once it is warm
+        assert len(seen - {victim}) == 2, live.log()[-3000:]  # the survivor and its replacement
+        assert worker_ready_gauge(live.url) == 2
+        time.sleep(1.0)
+    statuses = [status for _, status in traffic.outcomes]
+    after = [status for at, status in traffic.outcomes if at > killed_at + 0.5]
+    assert statuses.count(200) >= len(statuses) - 1  # at most the one batch the victim held
+    assert after and set(after) == {200}
+
+
+def stalled_reply(port: int, head: bytes) -> tuple[bytes, float]:
+    """Send only ``head`` and wait: what the server answers before closing, and when."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(head)
+        started, received = time.monotonic(), b""
+        try:
+            while chunk := stalled.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received, time.monotonic() - started
+
+
+def test_stalled_clients_are_cut_off_and_free_their_worker(tmp_path):
+    with live_server(tmp_path, env={"LINESCORE_CLIENT_TIMEOUT": "1"}, workers=1) as live:
+        port = int(live.url.rsplit(":", 1)[1])
+        headers_only, waited = stalled_reply(port, b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")
+        assert headers_only == b"" and 0.5 < waited < 5
+        slow_body, waited = stalled_reply(
+            port,
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{",
+        )
+        assert slow_body.startswith(b"HTTP/1.1 408") and 0.5 < waited < 5
+        assert b"application/problem+json" in slow_body
+        reply = requests.post(f"{live.url}/v1/score", json={"cutout": [[0.5] * 32] * 9}, timeout=5)
+        assert reply.status_code == 200

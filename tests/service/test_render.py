@@ -1,0 +1,127 @@
+"""POST /v1/render and the map it draws: a PNG of one detection, its cutout and its UMAP place."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from service import render
+from service.config import Settings
+from service.runtime import ModelRuntime
+from service.web.app import create_app
+
+PROBLEM = "application/problem+json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def cutout_of(tiny_data, vis_class: int) -> list[list[float]]:
+    return tiny_data.im_sum[tiny_data.vis_class == vis_class][0, :, 34:66].tolist()
+
+
+def pixels(reply) -> np.ndarray:
+    return imread(io.BytesIO(reply.data), format="png")
+
+
+def test_render_is_a_png_of_the_documented_size(client, tiny_data):
+    reply = client.post("/v1/render", json={"detectid": 7, "cutout": cutout_of(tiny_data, 5)})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert reply.mimetype == "image/png"
+    assert reply.data.startswith(PNG_MAGIC)
+    assert pixels(reply).shape == (render.HEIGHT, render.WIDTH, 4)
+
+
+def test_100_column_products_and_wave_are_accepted(client, tiny_data):
+    product = tiny_data.im_sum[0].tolist()
+    reply = client.post("/v1/render", json={"cutout": product, "wave": 5200.0})
+    assert reply.status_code == 200 and reply.data.startswith(PNG_MAGIC)
+
+
+def test_real_and_fake_cutouts_render_differently(client, tiny_data):
+    real, fake = (
+        pixels(client.post("/v1/render", json={"detectid": 1, "cutout": cutout_of(tiny_data, c)}))
+        for c in (5, -2)
+    )
+    assert real.shape == fake.shape
+    assert np.abs(real - fake).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "pointer"),
+    [
+        ({"json": {"cutout": [[1.0] * 32] * 8}}, 422, "/cutout"),
+        ({"json": {"cutout": [[1.0] * 32] * 9, "wave": -1.0}}, 422, "/wave"),
+        ({"json": {"cutout": [[1.0] * 32] * 9, "size": 2}}, 422, "/size"),
+        ({"data": b"{}", "content_type": "text/plain"}, 415, "/"),
+        ({"data": b"{", "content_type": "application/json"}, 400, None),
+    ],
+)
+def test_bad_requests_are_problem_json(client, kwargs, status, pointer):
+    reply = client.post("/v1/render", **kwargs)
+    assert reply.status_code == status
+    assert reply.mimetype == PROBLEM
+    problem = reply.get_json()
+    assert problem["status"] == status and problem["instance"] == "/v1/render"
+    if pointer:
+        assert problem["pointer"] == pointer
+
+
+def test_not_ready_worker_answers_503(tiny_model_dir):
+    runtime = ModelRuntime(Settings(model_dir=tiny_model_dir))  # never started: still loading
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    reply = client.post("/v1/render", json={"cutout": [[0.0] * 32] * 9})
+    assert reply.status_code == 503 and reply.mimetype == PROBLEM
+
+
+def test_decision_grid_has_the_svm_sign_everywhere_sampled(tiny_bundle):
+    map_ = render.MapBackground.compute(tiny_bundle)
+    assert map_.decision.shape == (render.GRID, render.GRID)
+    assert map_.xs[0] < map_.coords[:, 0].min() and map_.xs[-1] > map_.coords[:, 0].max()
+    assert map_.ys[0] < map_.coords[:, 1].min() and map_.ys[-1] > map_.coords[:, 1].max()
+    rows, columns = np.meshgrid(np.arange(0, render.GRID, 13), np.arange(0, render.GRID, 17))
+    points = np.column_stack([map_.xs[columns.ravel()], map_.ys[rows.ravel()]])
+    expected = tiny_bundle.svm.decision_function(points)  # scikit-learn's own, not the fast one
+    grid = map_.decision[rows.ravel(), columns.ravel()]
+    np.testing.assert_allclose(grid, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_decision_grid_is_row_major_in_y():
+    xs, ys = np.linspace(-1.0, 1.0, 5), np.linspace(10.0, 20.0, 3)
+    grid = render.decision_grid(lambda p: p[:, 0] + 100 * p[:, 1], xs, ys)
+    assert grid.shape == (3, 5)
+    assert grid[2, 0] == pytest.approx(-1.0 + 2000.0)
+
+
+def test_background_is_computed_once_per_bundle(tiny_bundle, monkeypatch):
+    first = render.background(tiny_bundle)
+    monkeypatch.setattr(render.MapBackground, "compute", lambda bundle: pytest.fail("recomputed"))
+    assert render.background(tiny_bundle) is first
+
+
+def synthetic_map(decision: np.ndarray) -> render.MapBackground:
+    xs, ys = np.linspace(-1.0, 1.0, decision.shape[1]), np.linspace(-1.0, 1.0, decision.shape[0])
+    return render.MapBackground(np.zeros((1, 2)), np.array([5]), xs, ys, decision)
+
+
+def test_boundary_is_drawn_only_when_the_map_has_two_sides():
+    split = synthetic_map(np.tile(np.linspace(-1.0, 1.0, 20), (20, 1)))
+    axes = Figure().subplots()
+    handles, phrase = render.draw_svm(axes, split)
+    assert [h.get_label() for h in handles][-1] == "SVM boundary" and "boundary" in phrase
+    assert len(axes.collections) == 2  # the shaded sides and the zero contour
+
+    uniform = synthetic_map(np.full((20, 20), 0.5))
+    axes = Figure().subplots()
+    handles, phrase = render.draw_svm(axes, uniform)
+    assert phrase == "the SVM says real everywhere" and len(axes.collections) == 1
+
+
+def test_scoring_workers_do_not_import_matplotlib():
+    code = (
+        "import sys, service.web.app, service.render; "
+        "sys.exit('matplotlib' in sys.modules or 'matplotlib.pyplot' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

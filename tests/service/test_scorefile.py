@@ -1,0 +1,364 @@
+"""``linescore score-file`` against real gunicorn: complete, resumable, retrying, and clear."""
+
+import csv
+import io
+import itertools
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import h5py
+import numpy as np
+import pytest
+import requests
+from astropy.table import Table
+
+from service.catalogue import COLUMNS, CatalogueError, Journal
+from service.cli import main
+from tests.live import LINESCORE, free_port, live_server
+from training.dataset import write_dataset
+from training.simulate import simulate
+
+TOKEN = "night-shift-token"
+BATCH = 16
+BAD = 37  # this detection's cutout holds a NaN: the server answers an item error for it
+FLOATS = ("cnn_score", "umap_x", "umap_y", "svm_score")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    env = {"LINESCORE_API_TOKEN": TOKEN}
+    with live_server(tmp_path_factory.mktemp("server"), env=env) as live:
+        yield live.url
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> Path:
+    """About 150 simulated detections in the FiberImages layout, one with a NaN cutout."""
+    path = tmp_path_factory.mktemp("night") / "night.h5"
+    write_dataset(path, simulate({c: 19 for c in (-2, -1, 0, 1, 2, 3, 4, 5)}, seed=31))
+    with h5py.File(path, "r+") as handle:
+        row = handle["FiberImages"][BAD]
+        row["im_sum"][2, 40] = np.nan
+        handle["FiberImages"][BAD] = row
+    return path
+
+
+@pytest.fixture(scope="module")
+def file_ids(night) -> list[int]:
+    with h5py.File(night) as handle:
+        return handle["FiberImages"]["detectid"].tolist()
+
+
+def arguments(night: Path, url: str, out: Path, *extra: str) -> list[str]:
+    args = ["score-file", str(night), "--url", url, "--out", str(out), "--token", TOKEN]
+    return [*args, "--batch-size", str(BATCH), *extra]
+
+
+def score_file(night: Path, url: str, out: Path, *extra: str) -> int:
+    return main(arguments(night, url, out, *extra))
+
+
+def journal_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def clean(server, night, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "night.csv"
+    assert score_file(night, server, out) == 0
+    return out
+
+
+def test_full_run_matches_the_batch_endpoint(server, night, clean, file_ids):
+    rows = journal_rows(clean)
+    assert [int(row["detectid"]) for row in rows] == file_ids
+    with h5py.File(night) as handle:
+        table = handle["FiberImages"][...]
+    expected = []
+    for start in range(0, len(table), BATCH):  # the same batches, posted by hand
+        chunk = table[start : start + BATCH]
+        body = io.BytesIO()
+        np.savez(
+            body, cutout=chunk["im_sum"], detectid=chunk["detectid"], wave=chunk["im_wave"][:, 50]
+        )
+        answer = requests.post(
+            f"{server}/v1/score/batch",
+            data=body.getvalue(),
+            headers={"Content-Type": "application/x-npz", "Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        ).json()
+        expected += [
+            {**result, "model_version": answer["model_version"]} for result in answer["results"]
+        ]
+    for row, result in zip(rows, expected, strict=True):
+        assert row["model_version"] == result["model_version"] == "1.0.0"
+        if "error" in result:
+            problem = result["error"]
+            assert (row["error_status"], row["error_title"]) == (
+                str(problem["status"]),
+                problem["title"],
+            )
+            assert (row["error_detail"], row["error_pointer"]) == (
+                problem["detail"],
+                problem["pointer"],
+            )
+            assert row["cnn_score"] == row["decision"] == ""
+            continue
+        assert [float(row[name]) for name in FLOATS] == [
+            result["cnn_score"],
+            *result["umap"],
+            result["svm_score"],
+        ]
+        assert (row["decision"], row["stage"]) == (result["decision"], result["stage"])
+        assert (row["flags"].split(";") if row["flags"] else []) == result["flags"]
+        assert row["error_status"] == ""
+    assert (
+        rows[BAD]["error_status"] == "422"
+        and rows[BAD]["error_pointer"] == f"/cutout/{BAD % BATCH}"
+    )
+    assert any(row["flags"] for row in rows)
+
+
+@pytest.mark.parametrize("table_format", ["fits", "ecsv"])
+def test_table_has_every_field_and_reads_back(
+    clean, night, file_ids, tmp_path, table_format, capsys
+):
+    out = tmp_path / "night.csv"
+    shutil.copy(clean, out)
+    nobody = f"http://127.0.0.1:{free_port()}"  # a complete journal sends nothing
+    assert score_file(night, nobody, out, "--table", table_format, "--retry-for", "1") == 0
+    rows = journal_rows(clean)
+    real = sum(row["decision"] == "real" for row in rows)
+    counts = f"({real} real, {len(rows) - real - 1} fake, 1 errors)"
+    assert f"complete: {len(rows)}/{len(rows)} detections {counts}" in capsys.readouterr().err
+    table = Table.read(out.with_suffix(f".{table_format}"))
+    assert table.colnames == list(COLUMNS) and table["detectid"].tolist() == file_ids
+    for name in COLUMNS:  # masked (None) where the journal is empty; floats as the same repr
+        values = ["" if value is None else str(value) for value in table[name].tolist()]
+        assert values == [row[name] for row in rows], name
+    assert table["error_status"][BAD] == 422
+    assert table.meta["source" if table_format == "ecsv" else "SOURCE"] == str(night)
+
+
+def same_catalogue(out: Path, clean: Path) -> None:
+    """Every detectid exactly once, with the clean run's values.
+
+    Floats to 1e-6 only: UMAP and SVM values move in the last float32 digit when a detection
+    is scored in a batch of other neighbours (BLAS blocking); decisions must not move.
+    """
+    rows, reference = journal_rows(out), {row["detectid"]: row for row in journal_rows(clean)}
+    assert sorted(row["detectid"] for row in rows) == sorted(reference)
+    for row in rows:
+        expected = reference[row["detectid"]]
+        for name in COLUMNS:
+            if name in FLOATS and row[name]:
+                assert float(row[name]) == pytest.approx(float(expected[name]), rel=1e-6, abs=1e-9)
+            else:
+                assert row[name] == expected[name], name
+
+
+class Relay(BaseHTTPRequestHandler):
+    """Forwards each POST to the real server after ``delay``, unless ``refuse(n)`` gives a status
+    for the n-th request."""
+
+    upstream: ClassVar[str]
+    delay: ClassVar[float]
+    refuse: ClassVar[Callable[[int], int | None]]
+    numbers: ClassVar[Iterator[int]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = type(self).refuse(next(self.numbers))
+        time.sleep(self.delay)
+        if status is None:
+            reply = requests.post(
+                self.upstream + self.path, data=body, headers=dict(self.headers), timeout=30
+            )
+            status, payload = reply.status_code, reply.content
+        else:
+            problem = {"type": "about:blank", "title": "Refused", "status": status, "detail": "no"}
+            payload = json.dumps(problem).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def relay(
+    upstream: str, delay: float = 0.0, refuse: Callable[[int], int | None] = lambda n: None
+) -> Iterator[str]:
+    settings = {"upstream": upstream, "delay": delay, "refuse": staticmethod(refuse)}
+    handler = type("Handler", (Relay,), {**settings, "numbers": itertools.count(1)})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_ctrl_c_saves_what_finished_and_a_rerun_completes(server, night, clean, tmp_path):
+    out = tmp_path / "night.csv"
+    with relay(server, delay=0.15) as slow:
+        args = arguments(night, slow, out, "--concurrency", "1")
+        process = subprocess.Popen([str(LINESCORE), *args], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (out.exists() and out.read_text().count("\n") > 1 + BATCH):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "unfinished" in stderr
+    saved = len(journal_rows(out))
+    assert 0 < saved < len(journal_rows(clean)) and saved % BATCH == 0
+    assert score_file(night, server, out) == 0
+    same_catalogue(out, clean)
+
+
+def test_torn_last_line_is_dropped_and_scored_again(server, night, clean, tmp_path, capsys):
+    out = tmp_path / "night.csv"
+    text = clean.read_text()
+    out.write_text(text[: len(text) - 30])  # a kill in the middle of the last row
+    assert score_file(night, server, out) == 0
+    assert "dropped the torn last line" in capsys.readouterr().err
+    same_catalogue(out, clean)
+
+
+def test_client_started_before_the_server_waits_for_it(night, clean, tmp_path):
+    out = tmp_path / "night.csv"
+    env = {"LINESCORE_API_TOKEN": TOKEN}
+    with live_server(tmp_path, env=env, workers=1, ready=False) as starting:
+        assert score_file(night, starting.url, out, "--retry-for", "60") == 0
+    same_catalogue(out, clean)
+
+
+def test_retryable_refusals_are_retried_and_other_refusals_become_error_rows(
+    server, night, clean, tmp_path, capsys
+):
+    out = tmp_path / "night.csv"
+    with relay(server, refuse={1: 503, 2: 429, 4: 413}.get) as flaky:
+        assert score_file(night, flaky, out, "--concurrency", "1") == 0
+    rows = journal_rows(out)
+    refused = [row for row in rows if row["error_status"] == "413"]
+    assert [row["detectid"] for row in refused] == [
+        row["detectid"] for row in rows[BATCH : 2 * BATCH]
+    ]
+    assert all(row["error_title"] == "Refused" and row["cnn_score"] == "" for row in refused)
+    kept = rows[:BATCH] + rows[2 * BATCH :]
+    assert kept == [
+        row
+        for row in journal_rows(clean)
+        if row["detectid"] not in {r["detectid"] for r in refused}
+    ]
+    assert f"{BATCH + 1} errors" in capsys.readouterr().err
+
+
+def test_a_server_lost_midway_leaves_a_journal_that_a_rerun_completes(
+    server, night, clean, tmp_path, capsys
+):
+    out = tmp_path / "night.csv"
+    with relay(server, refuse=lambda n: 503 if n > 3 else None) as failing:
+        assert score_file(night, failing, out, "--retry-for", "1") == 75
+    error, summary = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"linescore score-file: error: server {failing} unavailable")
+    assert "(503 Refused: no)" in error and "unfinished: 48/" in summary
+    assert score_file(night, server, out) == 0
+    same_catalogue(out, clean)
+
+
+def test_a_wrong_token_stops_at_once_with_nothing_written(server, night, tmp_path, capsys):
+    out = tmp_path / "night.csv"
+    code = main(["score-file", str(night), "--url", server, "--out", str(out), "--token", "wrong"])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 1 and "answered 401 Unauthorized" in lines[0]
+    assert journal_rows(out) == []
+
+
+def test_an_unreachable_server_is_named_and_the_run_is_left_to_resume(night, tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}"
+    code = main(
+        [
+            "score-file",
+            str(night),
+            "--url",
+            url,
+            "--out",
+            str(tmp_path / "o.csv"),
+            "--retry-for",
+            "1",
+        ]
+    )
+    error, summary = capsys.readouterr().err.splitlines()
+    assert code == 75
+    assert error == (
+        f"linescore score-file: error: server {url} unavailable after retrying for 1 s "
+        "(Connection refused)"
+    )
+    assert "unfinished: 0/" in summary and "run the same command again to resume" in summary
+
+
+def unusable_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle["Labels"] = np.zeros(3)
+    return {
+        "missing": (tmp_path / "nowhere.h5", "no such file"),
+        "text": (text, "not an HDF5 file"),
+        "no table": (other, "no FiberImages table"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "no table"])
+def test_unusable_input_files_give_one_line(tmp_path, capsys, case):
+    path, reason = unusable_files(tmp_path)[case]
+    code = main(
+        ["score-file", str(path), "--url", "http://127.0.0.1:1", "--out", str(tmp_path / "o.csv")]
+    )
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == 1 and line.startswith(f"linescore score-file: error: {path}: ")
+    assert reason in line and not (tmp_path / "o.csv").exists()
+
+
+def test_a_journal_is_refused_for_another_file_and_while_in_use(tmp_path):
+    path = tmp_path / "night.csv"
+    with Journal.open(path, np.array([1, 2, 3])) as journal:
+        journal.append([["2", *[""] * 7, "1.0.0", "422", "t", "d", "/cutout/1"]])
+        with pytest.raises(CatalogueError, match="another score-file run"):
+            Journal.open(path, np.array([1, 2, 3]))
+    with pytest.raises(CatalogueError, match="belongs to another file"):
+        Journal.open(path, np.array([7, 8]))
+    with Journal.open(path, np.array([1, 2, 3])) as journal:
+        assert journal.done.tolist() == [2] and journal.counts.errors == 1
+
+
+def test_the_server_never_imports_the_client_libraries():
+    code = (
+        "import sys, service.cli, service.server, service.web.app; service.cli.parser(); "
+        "print([m for m in ('h5py', 'astropy', 'tqdm', 'requests') if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stderr
