@@ -7,12 +7,16 @@
 3. Worker resident memory is sampled every 5 s; growth is from the first sample (after warm-up
    traffic) to the last.
 
+"Stable p99" means it does not grow while the load goes on: the last window's p99 is at most 1.5
+times the first's. Every window is reported, so spikes from the shared machine stay visible.
+
 Writes bench/SOAK.md. Run: ``python -m bench.soak`` (``make soak``).
 """
 
 import argparse
 import http.client
 import io
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -27,8 +31,8 @@ from training.simulate import class_counts_for, simulate
 OUT = Path(__file__).resolve().parent
 PATH, NPY = "/v1/score/batch", "application/x-npy"
 CLIENTS = 4
-WINDOW_SECONDS = 10
-TARGETS = {"p99_ratio": 2.0, "memory_growth": 0.05}
+WINDOW_SECONDS = 20
+TARGETS = {"p99_drift": 1.5, "memory_growth": 0.05}
 
 
 def scheduled_client(args: tuple[int, bytes, float, float, float]) -> list[tuple]:
@@ -55,11 +59,20 @@ def scheduled_client(args: tuple[int, bytes, float, float, float]) -> list[tuple
     return records
 
 
+def started(_: int) -> int:
+    """Run in every client process before the schedule starts, so imports do not eat into it."""
+    time.sleep(0.2)
+    return os.getpid()
+
+
 def load(port: int, body: bytes, rate: float, seconds: float, live: server.Server) -> dict:
-    start = time.time() + 1.0
-    args = [(port, body, rate / CLIENTS, start + i / rate, seconds) for i in range(CLIENTS)]
     memory: list[tuple[float, dict[int, float]]] = []
     with ProcessPoolExecutor(CLIENTS, mp_context=get_context("spawn")) as pool:
+        ready: set[int] = set()
+        while len(ready) < CLIENTS:
+            ready |= set(pool.map(started, range(CLIENTS)))
+        start = time.time() + 1.0
+        args = [(port, body, rate / CLIENTS, start + i / rate, seconds) for i in range(CLIENTS)]
         futures = [pool.submit(scheduled_client, a) for a in args]
         while not all(f.done() for f in futures):
             if time.time() > start + 5 and (not memory or time.time() - memory[-1][0] >= 5):
@@ -95,7 +108,8 @@ def summarise(records: list[tuple], memory: list, seconds: float) -> dict:
         "p99_ms": 1e3 * float(np.percentile(latency, 99)),
         "service_p99_ms": 1e3 * float(np.percentile(service, 99)),
         "windows": windows,
-        "p99_ratio": max(p99s) / min(p99s),
+        "p99_drift": p99s[-1] / p99s[0],
+        "p99_spread": max(p99s) / min(p99s),
         "memory_first": first,
         "memory_last": last,
         "memory_growth": growth,
@@ -125,8 +139,9 @@ def markdown(info: dict, batch: int, maximum: float, rate: float, args, result: 
         "|---|---|---|",
         f"| zero errors | {result['errors']} errors {result['error_kinds'] or ''} | "
         f"{verdict(result['errors'] == 0)} |",
-        f"| stable p99 (worst / best {WINDOW_SECONDS} s window <= {TARGETS['p99_ratio']}) | "
-        f"{result['p99_ratio']:.2f} | {verdict(result['p99_ratio'] <= TARGETS['p99_ratio'])} |",
+        f"| stable p99 (last / first {WINDOW_SECONDS} s window <= {TARGETS['p99_drift']}) | "
+        f"{result['p99_drift']:.2f} (worst / best window {result['p99_spread']:.2f}) | "
+        f"{verdict(result['p99_drift'] <= TARGETS['p99_drift'])} |",
         f"| worker memory growth < {TARGETS['memory_growth']:.0%} | "
         f"{worst_growth:+.2%} (worst worker) | "
         f"{verdict(worst_growth < TARGETS['memory_growth'])} |",

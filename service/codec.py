@@ -106,7 +106,16 @@ def echoable(detectid: Any) -> int | str | None:
     return None
 
 
-def parse_json(body: bytes) -> Any:
+VALUES_PER_ITEM = 9 * 100 + 64  # the largest cutout's numbers, plus room for the other fields
+
+
+def parse_json(body: bytes, max_items: int) -> Any:
+    """The parsed body, refused unread if it holds more values than ``max_items`` cutouts can:
+    a parser spends ~32 bytes per number, so 64 MiB of ``0,0,...`` would need a gigabyte."""
+    if body.count(b",") > max_items * VALUES_PER_ITEM:
+        raise PayloadTooLargeError(
+            f"body holds more values than {max_items} cutouts can", pointer="/"
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
@@ -117,7 +126,7 @@ def parse_json(body: bytes) -> Any:
 
 
 def detection_from(item: Any, prefix: str) -> Detection:
-    detectid = echoable(item.get("detectid")) if isinstance(item, dict) else None
+    detectid = echoable(integral(item.get("detectid"))) if isinstance(item, dict) else None
     try:
         model = DetectionModel.model_validate(item)
         cutout = np.asarray(model.cutout, dtype=np.float64)
@@ -137,7 +146,7 @@ def detection_from(item: Any, prefix: str) -> Detection:
 
 def decode_single(body: bytes) -> Detection:
     """``POST /v1/score``: one detection; any problem fails the request."""
-    detection = detection_from(parse_json(body), prefix="")
+    detection = detection_from(parse_json(body, max_items=16), prefix="")  # room to name errors
     if detection.error is not None:
         raise detection.error
     return detection
@@ -147,7 +156,7 @@ def decode_batch(body: bytes, media_type: str, max_batch: int) -> list[Detection
     """``POST /v1/score/batch`` in JSON, npy or npz: one Detection (or error) per item, in order."""
     if media_type == JSON:
         try:
-            batch = BatchModel.model_validate(parse_json(body))
+            batch = BatchModel.model_validate(parse_json(body, max_batch))
         except ValidationError as error:
             raise validation_error(error) from None
         check_batch_size(len(batch.detections), max_batch)
@@ -161,13 +170,13 @@ def decode_batch(body: bytes, media_type: str, max_batch: int) -> list[Detection
     )
 
 
-def check_batch_size(size: int, max_batch: int) -> None:
+def check_batch_size(size: int, max_batch: int, pointer: str = "/detections") -> None:
     if size > max_batch:
         raise PayloadTooLargeError(
-            f"batch of {size} detections exceeds the maximum of {max_batch}", pointer="/detections"
+            f"batch of {size} detections exceeds the maximum of {max_batch}", pointer=pointer
         )
     if size == 0:
-        raise InvalidInputError("batch is empty", pointer="/detections")
+        raise InvalidInputError("batch is empty", pointer=pointer)
 
 
 def read_arrays(body: bytes, media_type: str, max_batch: int) -> dict[str, np.ndarray]:
@@ -175,7 +184,7 @@ def read_arrays(body: bytes, media_type: str, max_batch: int) -> dict[str, np.nd
     try:
         if media_type == NPY:
             stream = io.BytesIO(body)
-            return {"cutout": read_npy(stream, len(body), max_batch, "/cutout")}
+            return {"cutout": read_npy(stream, len(body), max_batch, "/cutout", is_cutouts=True)}
         arrays = {}
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             members = archive.infolist()
@@ -184,7 +193,9 @@ def read_arrays(body: bytes, media_type: str, max_batch: int) -> dict[str, np.nd
             for info in members:
                 name = info.filename.removesuffix(".npy")
                 with archive.open(info) as stream:
-                    arrays[name] = read_npy(stream, info.file_size, max_batch, f"/{name}")
+                    arrays[name] = read_npy(
+                        stream, info.file_size, max_batch, f"/{name}", is_cutouts=name == "cutout"
+                    )
         return arrays
     except LinescoreError:
         raise
@@ -194,7 +205,9 @@ def read_arrays(body: bytes, media_type: str, max_batch: int) -> dict[str, np.nd
         raise BadRequestError(f"body is not a readable {media_type} file: {error}") from None
 
 
-def read_npy(stream: IO[bytes], available: int, max_batch: int, pointer: str) -> np.ndarray:
+def read_npy(
+    stream: IO[bytes], available: int, max_batch: int, pointer: str, *, is_cutouts: bool
+) -> np.ndarray:
     """One .npy array: header first (no pickle, data present, batch bounded), then the data."""
     version = np.lib.format.read_magic(stream)
     if version == (1, 0):
@@ -205,10 +218,10 @@ def read_npy(stream: IO[bytes], available: int, max_batch: int, pointer: str) ->
         raise BadRequestError(f"unsupported .npy format version {version}", pointer=pointer)
     if dtype.hasobject:
         raise BadRequestError("object arrays are not accepted", pointer=pointer)
-    if pointer == "/cutout":
+    if is_cutouts:
         check_shape(shape, pointer)  # a wrong shape is named as such, before its size
     if shape and shape[0] > max_batch:
-        check_batch_size(shape[0], max_batch)
+        check_batch_size(shape[0], max_batch, pointer)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes > available:
         raise BadRequestError(

@@ -9,7 +9,7 @@
 | LINESCORE_THREADS | 1 | threads per worker for ONNX Runtime, numba, OpenMP and BLAS |
 | LINESCORE_WARMUP_BATCH | 64 | cutouts in the warm-up batch that runs before /readyz turns 200 |
 | LINESCORE_UMAP_TRANSFORM | fast | "fast" (service.umap_fast) or "reference" (umap-learn's own) |
-| LINESCORE_API_TOKEN | (unset) | if set, /v1 and /v2 (not /v2/health) need a bearer token |
+| LINESCORE_API_TOKEN | (unset) | if set, /v1 and /v2 (not /v2/health) need it as bearer token |
 | LINESCORE_WORKERS | 2 | gunicorn worker processes |
 | LINESCORE_DRAIN_SECONDS | 5 | after SIGTERM: /readyz 503, requests still served |
 | LINESCORE_GRACEFUL_TIMEOUT | 30 | then in-flight requests have this long to finish |
@@ -23,10 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
 """The packaged models of a source checkout; an installed wheel sets LINESCORE_MODELS_ROOT."""
+
+
+REFUSE_BLANK = {"api_token"}  # set but empty is a mistake (an empty Secret), not "unset"
 
 
 class Settings(BaseModel):
@@ -47,6 +50,16 @@ class Settings(BaseModel):
     client_timeout: float = Field(10.0, gt=0)
     prometheus_multiproc_dir: Path | None = None
 
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def bare_token(cls, value: object) -> object:
+        """A Secret file's trailing newline is not part of the token; blank is an error."""
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise ValueError("LINESCORE_API_TOKEN is blank; unset it to turn auth off")
+        return value
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
         prefix = "LINESCORE_"
@@ -54,7 +67,8 @@ class Settings(BaseModel):
             name: environ[prefix + name.upper()]
             for name in cls.model_fields
             if environ.get(prefix + name.upper(), "") != ""
+            or (name in REFUSE_BLANK and prefix + name.upper() in environ)
         }
-        if "PROMETHEUS_MULTIPROC_DIR" in environ:
+        if environ.get("PROMETHEUS_MULTIPROC_DIR"):
             values["prometheus_multiproc_dir"] = environ["PROMETHEUS_MULTIPROC_DIR"]
         return cls.model_validate(values)

@@ -23,9 +23,9 @@ from pydantic import (
     ValidationError,
 )
 
-from service.codec import encode, parse_json
+from service.codec import check_batch_size, encode, parse_json
 from service.contract import COLUMNS, ROWS, as_float32, check_shape, crop, finite_items
-from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.errors import BadRequestError, InvalidInputError
 
 MODEL = "linescore"
 PLATFORM = "linescore_cnn_umap_svm"
@@ -128,7 +128,7 @@ def decode_request(body: bytes, header_length: str | None, max_batch: int) -> In
     """``POST /v2/models/linescore/infer``: the body, and the binary extension's header if sent."""
     header, tail = split_body(body, header_length)
     try:
-        envelope = Envelope.model_validate(parse_json(header))
+        envelope = Envelope.model_validate(parse_json(header, max_batch))
     except ValidationError as error:
         first = error.errors()[0]
         pointer = "".join(f"/{part}" for part in first["loc"]) or "/"
@@ -199,7 +199,7 @@ def cutouts_from(tensor: InputTensor, tail: memoryview, max_batch: int) -> np.nd
         )
     shape = tuple(tensor.shape)
     check_shape(shape, "/inputs/0/shape")
-    check_batch_size(shape[0], max_batch)
+    check_batch_size(shape[0], max_batch, pointer="/inputs/0/shape")
     if size is None:
         array = json_tensor(tensor.data, shape)
     elif size != math.prod(shape) * 4:
@@ -218,15 +218,6 @@ def cutouts_from(tensor: InputTensor, tail: memoryview, max_batch: int) -> np.nd
             f"cutout {item} contains NaN or infinite values", pointer=f"/inputs/0/data/{item}"
         )
     return crop(cutouts)
-
-
-def check_batch_size(size: int, max_batch: int) -> None:
-    if size > max_batch:
-        raise PayloadTooLargeError(
-            f"batch of {size} cutouts exceeds the maximum of {max_batch}", pointer="/inputs/0/shape"
-        )
-    if size == 0:
-        raise InvalidInputError("batch is empty", pointer="/inputs/0/shape")
 
 
 def json_tensor(data: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -106,7 +106,15 @@ def render_png(bundle: ModelBundle, cutout: np.ndarray, result: dict[str, Any]) 
     model_input = prepare(cutout[None], bundle.normalization)[0]
     draw_cutout(cutout_axes, colorbar_axes, model_input, result)
     draw_map(map_axes, background(bundle), bundle, result)
-    figure.text(1.0, 0.0, f"linescore model {bundle.version}", ha="right", va="bottom", size=7)
+    figure.text(
+        1.0,
+        0.0,
+        f"linescore model {bundle.version}",
+        ha="right",
+        va="bottom",
+        size=7,
+        parse_math=False,
+    )
     buffer = io.BytesIO()
     canvas.print_png(buffer, metadata={"Software": None})
     return buffer.getvalue()
@@ -147,6 +155,7 @@ def draw_cutout(
         f"decided by {result['stage']}\nflags: {flags}",
         loc="left",
         size=11,
+        parse_math=False,  # a detectid such as "$x$" is text, not TeX
     )
     colorbar = axes.figure.colorbar(image, cax=colorbar_axes, orientation="horizontal")
     colorbar.set_label(f"normalised counts (robust noise units); black: masked ({masked.sum()} px)")
@@ -189,6 +198,7 @@ def draw_map(
         f"This detection: ({x:.2f}, {y:.2f}), SVM score {result['svm_score']:+.2f}",
         loc="left",
         size=10,
+        parse_math=False,
     )
     axes.set(xlabel="UMAP 1", ylabel="UMAP 2")
     axes.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)

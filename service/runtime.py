@@ -77,12 +77,13 @@ class ModelRuntime:
             cap_thread_pools(self.settings.threads)
             warm_up(scorer, self.settings.warmup_batch)
             self._plane = DataPlane(scorer)
+            self.on_ready(True)  # metrics first: a worker takes connections once state is ready
             self.state = "ready"
             log.info("model %s from %s verified, loaded and warm", bundle.version, model_dir)
         except Exception as error:  # any failure keeps the worker unready, with the reason
             self.state, self.error = "failed", f"{type(error).__name__}: {error}"
             log.error("model failed to load: %s", self.error)
-        self.on_ready(self.ready)
+            self.on_ready(False)
 
     @property
     def ready(self) -> bool:

@@ -25,6 +25,7 @@ from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.sync import SyncWorker
+from pydantic import ValidationError
 
 from service.config import Settings
 from service.drain import DrainFlag
@@ -86,8 +87,11 @@ class BoundedSyncWorker(SyncWorker):
 
 def on_starting(server: Arbiter) -> None:
     """A fresh start: drop metric files a previous run left in a fixed multiprocess dir."""
-    for stale in server.app.settings.prometheus_multiproc_dir.glob("*.db"):
+    settings = server.app.settings
+    for stale in settings.prometheus_multiproc_dir.glob("*.db"):
         stale.unlink()
+    auth = "a bearer token" if settings.api_token else "no token (LINESCORE_API_TOKEN unset)"
+    server.log.info("serving %s; /v1 and /v2 need %s", settings.model_dir, auth)
 
 
 def child_exit(server: Arbiter, worker) -> None:
@@ -151,14 +155,22 @@ def prepare_environment(settings: Settings) -> Path:
 
 
 def serve(bind: str, workers: int | None = None) -> None:
-    """Run until stopped; exit 1 with one clear line if there is no model to serve."""
-    settings = Settings.from_environ()
-    if workers is not None:
-        settings = settings.model_copy(update={"workers": workers})
-    metrics_dir = prepare_environment(settings)
-    settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
+    """Run until stopped; exit 1 with one clear line if the settings or the model are unusable.
+
+    The model directory is resolved once, here, so every worker (and every replacement) serves
+    the same version even if a newer one lands under the models root meanwhile.
+    """
+    overrides = {} if workers is None else {"LINESCORE_WORKERS": str(workers)}
     try:
-        read_manifest(resolve_model_dir(settings.model_dir, settings.models_root))
+        settings = Settings.from_environ({**os.environ, **overrides})
+        model_dir = resolve_model_dir(settings.model_dir, settings.models_root)
+        read_manifest(model_dir)
+    except ValidationError as error:
+        sys.exit(f"linescore: cannot serve: invalid settings: {error.errors()[0]['msg']}")
     except ArtifactError as error:
         sys.exit(f"linescore: cannot serve: {error.detail}")
+    metrics_dir = prepare_environment(settings)
+    settings = settings.model_copy(
+        update={"model_dir": model_dir, "prometheus_multiproc_dir": metrics_dir}
+    )
     LinescoreServer(settings, bind).run()

@@ -48,11 +48,6 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def stop(self, seconds: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=seconds)
-
 
 @contextmanager
 def live_server(

@@ -24,5 +24,10 @@ def drain() -> DrainFlag:
     return current_app.extensions["linescore"]["drain"]
 
 
+def taking_work() -> bool:
+    """Readiness, one rule for /readyz and /v2: the model is warm and the server not draining."""
+    return runtime().ready and not drain().is_set
+
+
 def openapi_document() -> bytes:
     return current_app.extensions["linescore"]["openapi"]

@@ -17,6 +17,7 @@ REQUEST_ID = "X-Request-ID"
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 OPEN_PREFIXES = ("/v2/health/",)  # probes stay open even when a token is required
 PROTECTED_PREFIXES = ("/v1/", "/v2")
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}  # a bounded label
 
 access_log = logging.getLogger(ACCESS)
 
@@ -54,7 +55,8 @@ def register(app: Flask) -> None:
     def finish(response: Response) -> Response:
         seconds = time.perf_counter() - g.started
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        context.telemetry().observe_request(endpoint, request.method, response.status_code, seconds)
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        context.telemetry().observe_request(endpoint, method, response.status_code, seconds)
         response.headers[REQUEST_ID] = g.request_id
         response.headers["X-Linescore-Worker"] = worker  # which worker answered, for operators
         access_log.info(

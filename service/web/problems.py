@@ -12,10 +12,17 @@ PROBLEM = "application/problem+json"
 log = logging.getLogger(__name__)
 
 
-def problem_response(problem: dict, headers=None) -> Response:
+OIP_PREFIX = "/v2"
+
+
+def problem_response(
+    problem: dict, headers: tuple[tuple[str, str], ...] | dict[str, str] | None = None
+) -> Response:
     problem = {**problem, "instance": request.path}
     if "request_id" in g:
         problem["request_id"] = g.request_id
+    if request.path.startswith(OIP_PREFIX):  # Open Inference Protocol clients show only `error`
+        problem["error"] = problem["detail"]
     return Response(encode(problem), status=problem["status"], mimetype=PROBLEM, headers=headers)
 
 

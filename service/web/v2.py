@@ -1,56 +1,21 @@
 """/v2: the Open Inference Protocol (KServe v2, Triton's REST API) beside /v1.
 
 Only HTTP translation lives here; the tensor codec is :mod:`service.oip` and scoring goes through
-the same data plane as /v1. Errors keep the project's problem details and add the ``error``
-member that OIP clients (tritonclient) read.
+the same data plane as /v1. Errors are the project's problem details; under /v2 they also carry
+the ``error`` member that OIP clients (tritonclient) read (service.web.problems).
 """
 
-import logging
 from importlib.metadata import version as package_version
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
 
 from service import oip
 from service.codec import JSON, Detection, encode
-from service.errors import LinescoreError, NotFoundError, NotReadyError, UnsupportedMediaTypeError
+from service.errors import NotFoundError, NotReadyError, UnsupportedMediaTypeError
 from service.pipeline import stage
-from service.web import context, problems
+from service.web import context
 
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
-SERVER_VERSION = package_version("linescore")
-log = logging.getLogger(__name__)
-
-
-def oip_problem(problem: dict, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    """tritonclient shows only ``error``, so it repeats the detail beside the problem members."""
-    return problems.problem_response({**problem, "error": problem["detail"]}, headers)
-
-
-@blueprint.errorhandler(LinescoreError)
-def linescore_error(error: LinescoreError) -> Response:
-    return oip_problem(error.problem(), error.headers)
-
-
-@blueprint.errorhandler(HTTPException)
-def http_error(error: HTTPException) -> Response:
-    """Werkzeug's errors inside /v2, such as a body over the size limit."""
-    problem = {
-        "type": "about:blank",
-        "title": error.name,
-        "status": error.code,
-        "detail": error.description,
-    }
-    if error.code == 413:
-        problem["pointer"] = "/"
-    return oip_problem(problem)
-
-
-@blueprint.errorhandler(Exception)
-def unexpected(error: Exception) -> Response:
-    """Anything else is a bug: logged here, a plain 500 problem for the client."""
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return linescore_error(LinescoreError("an unexpected error occurred; it has been logged"))
 
 
 def json_response(payload: dict) -> Response:
@@ -72,9 +37,17 @@ def checked_model(name: str, version: str | None) -> str:
     return served
 
 
+def check_taking_work() -> None:
+    """A 503 problem with the reason unless this worker should be sent work (as /readyz)."""
+    if not context.taking_work():
+        if context.drain().is_set:
+            raise NotReadyError("server is draining")
+        served_version()  # raises with the loading or failure reason
+
+
 @blueprint.get("")
 def server_metadata() -> Response:
-    return json_response(oip.server_metadata(SERVER_VERSION))
+    return json_response(oip.server_metadata(package_version("linescore")))
 
 
 @blueprint.get("/health/live")
@@ -85,9 +58,7 @@ def live() -> Response:
 @blueprint.get("/health/ready")
 def ready() -> Response:
     """Like /readyz: the model is warm and the server is not draining after SIGTERM."""
-    if context.drain().is_set:
-        raise NotReadyError("server is draining")
-    served_version()  # a 503 with the reason until the model is loaded and warm
+    check_taking_work()
     return json_response({"ready": True})
 
 
@@ -101,6 +72,7 @@ def model_metadata(name: str, version: str | None) -> Response:
 @blueprint.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None) -> Response:
     checked_model(name, version)
+    check_taking_work()
     return json_response({"name": name, "ready": True})
 
 

@@ -48,6 +48,8 @@ def refused_start(env: dict[str, str]) -> subprocess.CompletedProcess:
         ("missing dir", "does not exist"),
         ("empty dir", "no manifest.json in"),
         ("empty root", "no model versions"),
+        ("blank token", "invalid settings: Value error, LINESCORE_API_TOKEN is blank"),
+        ("zero workers", "invalid settings: Input should be greater than or equal to 1"),
     ],
 )
 def test_no_model_fails_at_start_with_a_clear_message(tmp_path, setting, message):
@@ -55,6 +57,8 @@ def test_no_model_fails_at_start_with_a_clear_message(tmp_path, setting, message
         "missing dir": {"LINESCORE_MODEL_DIR": str(tmp_path / "nowhere")},
         "empty dir": {"LINESCORE_MODEL_DIR": str(tmp_path)},
         "empty root": {"LINESCORE_MODELS_ROOT": str(tmp_path)},
+        "blank token": {"LINESCORE_API_TOKEN": " \n"},
+        "zero workers": {"LINESCORE_WORKERS": "0"},
     }[setting]
     started = time.monotonic()
     result = refused_start(env)
@@ -86,7 +90,7 @@ def test_a_bad_artifact_never_becomes_ready_and_the_log_names_it(tmp_path, damag
             except requests.ConnectionError:
                 pass
             time.sleep(0.2)
-        assert requests.get(f"{live.url}/livez", timeout=2).status_code == 200
+        assert requests.get(f"{live.url}/livez", timeout=2).status_code == 503  # restart me
     assert states and all(status == 503 for status, _ in states)
     body = states[-1][1]
     assert body["model"] == "failed" and "svm.joblib" in body["error"]
@@ -106,7 +110,7 @@ class Traffic:
         while not self.stopping.is_set():
             try:
                 status: int | str = post_batch(self.url, self.body).status_code
-            except requests.ConnectionError as error:
+            except requests.RequestException as error:
                 status = type(error).__name__
             self.outcomes.append((time.monotonic(), status))
 
@@ -130,11 +134,14 @@ def test_sigterm_drains_then_stops_without_failing_a_request(tmp_path):
             live.process.send_signal(signal.SIGTERM)
             readiness = []
             while time.monotonic() - sent_term < 1.5:  # a load balancer's probes
-                readiness.append(requests.get(f"{live.url}/readyz", timeout=5).status_code)
+                status = requests.get(f"{live.url}/readyz", timeout=5).status_code
+                readiness.append((time.monotonic() - sent_term, status))
         # the clients stopped ~1.5 s into the 3 s drain, as a load balancer would
         exit_code = live.process.wait(timeout=60)
         stopped = time.monotonic() - sent_term
-    assert readiness and set(readiness) == {503}
+    first_503 = next(i for i, (_, status) in enumerate(readiness) if status == 503)
+    assert readiness[first_503][0] < 0.5  # draining shows at once
+    assert {status for _, status in readiness[first_503:]} == {503}
     assert exit_code == 0 and stopped < 3 + 20
     assert [status for _, status in traffic.outcomes] == [200] * len(traffic.outcomes)
     assert sum(1 for at, _ in traffic.outcomes if at > sent_term) >= 2  # served while draining
@@ -142,22 +149,27 @@ def test_sigterm_drains_then_stops_without_failing_a_request(tmp_path):
 
 
 def test_in_flight_batches_finish_after_sigterm(tmp_path):
+    """Each batch's body is half sent when SIGTERM arrives, so both are surely in flight."""
+    body = npy_batch(4096)
+    head = (
+        f"POST /v1/score/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     with live_server(tmp_path, env={"LINESCORE_GRACEFUL_TIMEOUT": "20"}) as live:
-        body = npy_batch(4096)
-        replies: list[int] = []
-
-        def post() -> None:
-            replies.append(post_batch(live.url, body).status_code)
-
-        clients = [threading.Thread(target=post) for _ in range(2)]
+        port = int(live.url.rsplit(":", 1)[1])
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
         for client in clients:
-            client.start()
-        time.sleep(0.05)  # both batches are being read or scored
+            client.sendall(head + body[: len(body) // 2])
+        time.sleep(0.5)  # each idle worker has accepted one and is reading its body
         live.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        replies = []
         for client in clients:
-            client.join(timeout=60)
+            client.sendall(body[len(body) // 2 :])
+            replies.append(client.makefile("rb").readline())
+            client.close()
         assert live.process.wait(timeout=30) == 0
-    assert replies == [200, 200]
+    assert replies == [b"HTTP/1.1 200 OK\r\n"] * 2
 
 
 def worker_ready_gauge(url: str) -> float:

@@ -34,6 +34,14 @@ def test_render_is_a_png_of_the_documented_size(client, tiny_data):
     assert pixels(reply).shape == (render.HEIGHT, render.WIDTH, 4)
 
 
+@pytest.mark.parametrize("detectid", ["$\\frac{$", "$x$", "50%_{a}^b", "\\\\"])
+def test_ids_with_tex_characters_render_as_text(client, tiny_data, detectid):
+    reply = client.post(
+        "/v1/render", json={"detectid": detectid, "cutout": cutout_of(tiny_data, 5)}
+    )
+    assert reply.status_code == 200 and reply.data.startswith(PNG_MAGIC)
+
+
 def test_100_column_products_and_wave_are_accepted(client, tiny_data):
     product = tiny_data.im_sum[0].tolist()
     reply = client.post("/v1/render", json={"cutout": product, "wave": 5200.0})

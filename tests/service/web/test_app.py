@@ -129,8 +129,10 @@ def test_not_ready_worker_answers_live_but_not_ready(tiny_model_dir):
 def test_failed_model_reports_why(tmp_path):
     runtime = ModelRuntime(Settings(models_root=tmp_path))
     runtime.load()
-    body = create_app(runtime.settings, runtime=runtime).test_client().get("/readyz").get_json()
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    body = client.get("/readyz").get_json()
     assert body["model"] == "failed" and "no model versions" in body["error"]
+    assert client.get("/livez").status_code == 503  # only a restart can bring it back
 
 
 def test_model_endpoint_and_openapi(client, tiny_runtime):
