@@ -3,9 +3,9 @@
 The journal is the record while a run goes on: one row per detection, appended and flushed after
 each batch, so a killed run loses at most the batches that were in flight. Reopened, it tells
 which detectids are done (they are not sent again); a torn last line left by a hard kill is cut
-off and that detection is scored again. Text fields are kept to one ASCII line, so one line is
-one row and the same values fit a FITS table. An exclusive lock keeps two runs off one journal.
-astropy is imported only to write the final table.
+off and that detection is scored again. Every text field is kept to one line of printable ASCII
+(anything else becomes ``?``), so one line is one row and the same values fit a FITS table. An
+exclusive lock keeps two runs off one journal. astropy is imported only to write the final table.
 """
 
 import csv
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import numpy as np
 
-COLUMNS = (
+JOURNAL_COLUMNS = (
     "detectid",
     "cnn_score",
     "umap_x",
@@ -48,19 +48,22 @@ class CatalogueError(Exception):
 def one_line(text: Any) -> str:
     """Printable ASCII on one line: a row stays a line, and FITS accepts it."""
     flat = re.sub(r"\s+", " ", str(text)).strip()
-    return flat.encode("ascii", "replace").decode("ascii")
+    return re.sub(r"[^ -~]", "?", flat)  # non-ASCII and control characters alike
 
 
 def result_row(detectid: int, result: dict, model_version: str) -> Row:
-    """A scored detection; floats as repr, which reads back to the very same float."""
+    """A scored detection; floats as repr, which reads back to the very same float.
+
+    Every text the server sent goes through ``one_line``, like the error texts.
+    """
     x, y = result["umap"]
     return [
         str(detectid),
         *(repr(float(value)) for value in (result["cnn_score"], x, y, result["svm_score"])),
-        result["decision"],
-        result["stage"],
-        FLAG_SEPARATOR.join(result["flags"]),
-        model_version,
+        one_line(result["decision"]),
+        one_line(result["stage"]),
+        FLAG_SEPARATOR.join(one_line(flag) for flag in result["flags"]),
+        one_line(model_version),
         "",
         "",
         "",
@@ -69,11 +72,11 @@ def result_row(detectid: int, result: dict, model_version: str) -> Row:
 
 
 def error_row(detectid: int, problem: dict, model_version: str = "") -> Row:
-    """A detection the server refused (its own problem, or its whole batch's)."""
+    """A detection the server refused in a 200 answer (an item error), with its problem."""
     return [
         str(detectid),
         *[""] * 7,
-        model_version,
+        one_line(model_version),
         str(int(problem.get("status", 0))),
         *(one_line(problem.get(key, "")) for key in ("title", "detail", "pointer")),
     ]
@@ -86,9 +89,9 @@ class Counts:
     errors: int = 0
 
     def add(self, row: Row) -> None:
-        if row[COLUMNS.index("error_status")]:
+        if row[JOURNAL_COLUMNS.index("error_status")]:
             self.errors += 1
-        elif row[COLUMNS.index("decision")] == "real":
+        elif row[JOURNAL_COLUMNS.index("decision")] == "real":
             self.real += 1
         else:
             self.fake += 1
@@ -136,15 +139,15 @@ class Journal:
         reader = csv.reader(line.decode("ascii", "replace") for line in handle)
         header = next(reader, None)
         if header is None:
-            write_rows(handle, [list(COLUMNS)])
+            write_rows(handle, [list(JOURNAL_COLUMNS)])
             return cls(path, handle, np.empty(0, np.int64), torn_bytes=torn)
-        if tuple(header) != COLUMNS:
+        if tuple(header) != JOURNAL_COLUMNS:
             raise CatalogueError(
                 f"{path}: exists and is not a score-file journal; use another --out"
             )
         counts, ids = Counts(), []
         for line, row in enumerate(reader, start=2):
-            if len(row) != len(COLUMNS) or not row[0].lstrip("-").isdigit():
+            if len(row) != len(JOURNAL_COLUMNS) or not row[0].lstrip("-").isdigit():
                 raise CatalogueError(f"{path}: line {line} is not a journal row; use another --out")
             ids.append(int(row[0]))
             counts.add(row)
@@ -204,8 +207,8 @@ def write_table(journal: Path, destination: Path, order: np.ndarray, meta: dict)
     ids = np.array([int(row[0]) for row in rows], dtype=np.int64)
     rows = [rows[i] for i in np.argsort(position_in(order, ids))]
     table = Table(meta=meta)
-    columns = list(zip(*rows, strict=True)) or [()] * len(COLUMNS)
-    for name, values in zip(COLUMNS, columns, strict=True):
+    columns = list(zip(*rows, strict=True)) or [()] * len(JOURNAL_COLUMNS)
+    for name, values in zip(JOURNAL_COLUMNS, columns, strict=True):
         column = np.array(values, dtype=str)  # as wide as its longest value
         missing = column == ""
         if name == "detectid":

@@ -23,8 +23,8 @@ def parser() -> argparse.ArgumentParser:
     batch = commands.add_parser(
         "score-file",
         help="score a HETDEX FiberImages HDF5 file through a server, resumably",
-        description="Exit 0: complete; 1: fix the input, --out, URL or token; 75: server lost, "
-        "run again to resume; 130: interrupted, run again to resume.",
+        description="Exit 0: complete; 1: fix the input, an option or what the server refused; "
+        "75: server lost, run again to resume; 130: interrupted, run again to resume.",
     )
     batch.add_argument("file", type=Path, help="HDF5 file with a FiberImages table")
     batch.add_argument("--url", required=True, help="server, e.g. http://127.0.0.1:8080")
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--table", choices=("fits", "ecsv"), default="fits", help="final table")
     batch.add_argument("--batch-size", type=positive_int, default=1024)
     batch.add_argument("--concurrency", type=positive_int, default=2, help="batches in flight")
-    batch.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    batch.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request")
     batch.add_argument("--retry-for", type=float, default=300.0, help="seconds, then give up")
     batch.add_argument(
         "--token",
@@ -46,6 +46,16 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def serve(host: str, port: int, workers: int | None, argv: list[str]) -> None:

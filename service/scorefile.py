@@ -2,25 +2,29 @@
 
 The nightly pipeline's client. It reads the file a batch at a time (never all of ``im_sum``),
 posts npz batches to ``/v1/score/batch`` with a few in flight, retries what a busy, restarting
-or draining server refuses, and journals every answer (``service.catalogue``) so that a run
-stopped by Ctrl-C, a kill or a lost server resumes where it stopped when run again. Its client
+or draining server (or a proxy in front of it) fails, and journals every answer
+(``service.catalogue``) so that a run stopped by Ctrl-C, a kill, a lost server or a refused
+batch resumes where it stopped when run again. Only the items of a 200 answer become rows: a
+batch the server refuses as a whole is never written, so a rerun sends it again. Its client
 libraries (h5py, requests, tqdm, astropy) are imported by this module only, and only the
 ``score-file`` command imports it: the server never loads them.
 
 Exit status: 0 every detection has a row; 1 nothing can be done until something is fixed (the
-file, --out, the URL or the token); 75 unfinished because the server was lost, run it again to
-resume; 130 interrupted (Ctrl-C) after saving what was finished.
+file, the options, or a batch the server refused as a whole); 75 unfinished because the server
+was lost, run it again to resume; 130 interrupted (Ctrl-C), run it again to resume.
 """
 
 import io
+import queue
 import random
 import re
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +40,7 @@ from service.catalogue import (
     Journal,
     Row,
     error_row,
+    one_line,
     result_row,
     table_path,
     write_table,
@@ -45,9 +50,11 @@ from service.contract import COLUMNS, LINE_COLUMN, PRODUCT_COLUMNS, PRODUCT_LINE
 FIBER_TABLE = "FiberImages"
 EX_UNFINISHED = 75  # sysexits EX_TEMPFAIL: try again later
 EX_INTERRUPTED = 130
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-FATAL_STATUSES = frozenset({401, 403, 404})  # every batch would get the same: stop, fix, rerun
+# Worth another try: the server (or a proxy) is busy, restarting, draining or failed for once.
+# Any other answer but 200 would come back the same: stop, write nothing for it, fix, rerun.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 BACKOFF_FIRST, BACKOFF_CAP = 0.5, 30.0
+TOKEN = re.compile(r"[!-~]+")  # visible ASCII: it goes into a header line as it is
 LINE_COLUMNS = {PRODUCT_COLUMNS: PRODUCT_LINE_COLUMN, COLUMNS: LINE_COLUMN}
 
 
@@ -63,6 +70,10 @@ class ServerLostError(ClientError):
 
 class StoppedError(Exception):
     """The run is stopping: a waiting batch gives up its retries."""
+
+
+class MalformedAnswerError(Exception):
+    """A 200 that is not a linescore answer for the batch sent (a proxy's page, a cut body)."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +203,15 @@ class BatchClient:
         for session in self.sessions:
             session.close()
 
+    def check(self) -> None:
+        """Refuse, before anything is sent, a URL or token that no request could carry."""
+        try:
+            requests.Request("POST", self.endpoint, headers=self.headers).prepare()
+        except (ValueError, requests.RequestException) as error:
+            raise ClientError(f"--url {self.job.url} is not usable ({error})") from None
+
     def score(self, batch: Batch) -> list[Row]:
+        """The batch's rows, from a 200 answer: retried until then, or ``ClientError``."""
         body, deadline, attempt = batch.body(), None, 0
         while True:
             if self.stop.is_set():
@@ -201,16 +220,18 @@ class BatchClient:
                 response = self.session().post(
                     self.endpoint, data=body, headers=self.headers, timeout=(10, self.job.timeout)
                 )
-            except (requests.ConnectionError, requests.Timeout) as error:
+            except requests.RequestException as error:  # refused, reset, cut short, timed out
                 reason = short_reason(error)
             else:
                 if response.status_code == 200:
-                    return self.rows(batch, response)
-                if response.status_code in FATAL_STATUSES:
-                    raise ClientError(f"{self.endpoint} answered {describe(response)}")
-                if response.status_code not in RETRY_STATUSES:
-                    return [error_row(int(i), problem_of(response)) for i in batch.detectid]
-                reason = describe(response)
+                    try:
+                        return answer_rows(response.content, batch.detectid.tolist())
+                    except MalformedAnswerError as error:
+                        reason = f"200 with {error}"
+                elif response.status_code in RETRY_STATUSES:
+                    reason = status_and_problem(response)
+                else:
+                    raise ClientError(refusal(self.endpoint, response, len(batch.detectid)))
             now = time.monotonic()
             deadline = deadline or now + self.job.retry_for
             if now >= deadline:
@@ -222,37 +243,110 @@ class BatchClient:
             self.stop.wait(min(random.uniform(0, ceiling), deadline - now))
             attempt += 1
 
-    def rows(self, batch: Batch, response: requests.Response) -> list[Row]:
-        try:
-            payload = orjson.loads(response.content)
-            version, results = payload["model_version"], payload["results"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise ClientError(f"{self.endpoint} did not answer a linescore batch") from None
-        echoed = [result.get("detectid") for result in results]
-        if echoed != batch.detectid.tolist():
-            raise ClientError(f"{self.endpoint} answered for other detections than it was sent")
-        return [
-            error_row(detectid, result["error"], version)
-            if "error" in result
-            else result_row(detectid, result, version)
-            for detectid, result in zip(echoed, results, strict=True)
-        ]
+
+def answer_rows(content: bytes, detectids: list[int]) -> list[Row]:
+    """The rows of a 200 answer, once it is known to answer exactly the detections sent."""
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        start = one_line(content[:60].decode("utf-8", "replace"))
+        raise MalformedAnswerError(f"a body that is not JSON ({start})") from None
+    results = payload.get("results") if isinstance(payload, dict) else None
+    version = payload.get("model_version") if isinstance(payload, dict) else None
+    if not isinstance(results, list) or not isinstance(version, str):
+        raise MalformedAnswerError("JSON that is not a linescore batch answer")
+    if len(results) != len(detectids):
+        raise MalformedAnswerError(f"{len(results)} results for {len(detectids)} detections")
+    rows = []
+    for detectid, result in zip(detectids, results, strict=True):
+        if not isinstance(result, dict) or result.get("detectid") != detectid:
+            raise MalformedAnswerError(f"no result for detectid {detectid} in its place")
+        if "error" in result:
+            problem = result["error"]
+            if not isinstance(problem, dict) or not isinstance(problem.get("status"), int):
+                raise MalformedAnswerError(f"an unreadable error for detectid {detectid}")
+            rows.append(error_row(detectid, problem, version))
+        elif is_scored(result):
+            rows.append(result_row(detectid, result, version))
+        else:
+            raise MalformedAnswerError(f"an incomplete result for detectid {detectid}")
+    return rows
 
 
-def problem_of(response: requests.Response) -> dict:
-    """The RFC 9457 problem of a refused batch, or what the answer says in its place."""
+def is_scored(result: dict) -> bool:
+    """Whether a result has every field of a scored detection, with the right types."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    umap, flags = result.get("umap"), result.get("flags")
+    return (
+        number(result.get("cnn_score"))
+        and number(result.get("svm_score"))
+        and isinstance(umap, list)
+        and len(umap) == 2
+        and all(map(number, umap))
+        and isinstance(result.get("decision"), str)
+        and isinstance(result.get("stage"), str)
+        and isinstance(flags, list)
+        and all(isinstance(flag, str) for flag in flags)
+    )
+
+
+def status_and_problem(response: requests.Response) -> str:
+    """'413 Payload too large: <detail>' from the RFC 9457 problem, or from a plain page."""
     try:
         problem = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         problem = None
     if not isinstance(problem, dict):
         problem = {"title": response.reason, "detail": response.text[:200]}
-    return {**problem, "status": response.status_code}
+    title, detail = (one_line(problem.get(key) or "")[:300] for key in ("title", "detail"))
+    return f"{response.status_code} {title}: {detail}"
 
 
-def describe(response: requests.Response) -> str:
-    problem = problem_of(response)
-    return f"{response.status_code} {problem.get('title', '')}: {problem.get('detail', '')}"
+def refusal(endpoint: str, response: requests.Response, size: int) -> str:
+    """The line that stops the run when the server refuses a whole batch."""
+    message = f"{endpoint} answered {status_and_problem(response)}"
+    if response.status_code == 413:
+        return f"{message} (use a --batch-size below {size})"
+    return message
+
+
+class Workers:
+    """A few daemon threads that run submitted calls, one ``Future`` each.
+
+    Not a ThreadPoolExecutor: the interpreter joins those threads at exit, so a POST still in
+    flight would hold up a run that a second Ctrl-C ends. These are left behind instead; what
+    they were sending is scored again on the rerun.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.count = count
+        for number in range(count):
+            threading.Thread(target=self.work, name=f"score-file-{number}", daemon=True).start()
+
+    def submit(self, call: Callable[[Batch], list[Row]], batch: Batch) -> Future:
+        future: Future = Future()
+        self.tasks.put((future, call, batch))
+        return future
+
+    def work(self) -> None:
+        while (task := self.tasks.get()) is not None:
+            future, call, batch = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call(batch))
+                except BaseException as error:  # the waiting thread gets it, whatever it is
+                    future.set_exception(error)
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in range(self.count):
+            self.tasks.put(None)
 
 
 def say(message: str) -> None:
@@ -263,22 +357,48 @@ def say(message: str) -> None:
 def send(job: Job, source: FiberImages, journal: Journal, progress) -> None:
     """Keep ``concurrency`` batches in flight, journal each answer in file order.
 
-    Whatever ends the run early, answers already received are journalled before it ends.
+    Whatever ends the run early, answers already received are journalled before it ends, unless
+    a (second) Ctrl-C says not to wait for them.
     """
     stop = threading.Event()
     pending = ~np.isin(source.detectid, journal.done)
     in_flight: deque[Future] = deque()
 
     def save_oldest() -> None:
-        rows = in_flight[0].result()  # a batch stays in flight until its rows are in hand
-        in_flight.popleft()
+        oldest = in_flight[0]
+        try:
+            rows = oldest.result()  # a batch stays in flight until its answer is in hand
+        finally:
+            if oldest.done():
+                in_flight.popleft()
         journal.append(rows)
         progress.update(len(rows))
 
-    with (
-        BatchClient(job, stop) as client,
-        ThreadPoolExecutor(job.concurrency, thread_name_prefix="score-file") as pool,
-    ):
+    def save_the_rest(interrupted: bool) -> None:
+        """After whatever ended the run: save each answer still to come, skip each failure.
+
+        A Ctrl-C (another one, if a Ctrl-C ended the run) stops the waiting: the batches still
+        in flight are dropped, and their threads left to end with the process.
+        """
+        try:
+            if interrupted:  # said here, so that a Ctrl-C once it is on screen drops the rest
+                waiting = len(in_flight)
+                say(
+                    f"interrupted: saving the {waiting} batch(es) in flight (Ctrl-C again: "
+                    "drop them)"
+                    if waiting
+                    else "interrupted"
+                )
+            while in_flight:
+                with suppress(Exception):  # the run already ends for its first problem
+                    save_oldest()
+        except KeyboardInterrupt:
+            say(f"dropped the {len(in_flight)} batch(es) in flight; the rerun scores them")
+            in_flight.clear()
+            raise
+
+    interrupted = False
+    with BatchClient(job, stop) as client, Workers(job.concurrency) as pool:
         try:
             for batch in source.batches(pending, job.batch_size):  # read while others post
                 while len(in_flight) >= job.concurrency:
@@ -287,20 +407,11 @@ def send(job: Job, source: FiberImages, journal: Journal, progress) -> None:
             while in_flight:
                 save_oldest()
         except KeyboardInterrupt:
-            waiting = len(in_flight)
-            say(
-                f"interrupted: saving the {waiting} batch(es) in flight (Ctrl-C: drop them)"
-                if waiting
-                else "interrupted"
-            )
+            interrupted = True
             raise
         finally:
             stop.set()
-            while in_flight:
-                try:
-                    save_oldest()
-                except (ClientError, StoppedError):
-                    in_flight.popleft()
+            save_the_rest(interrupted)
 
 
 def score_file(job: Job) -> int:
@@ -315,16 +426,27 @@ def score_file(job: Job) -> int:
 def run(job: Job) -> int:
     started = time.monotonic()
     try:
-        url = urlsplit(job.url)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise ClientError(f"--url {job.url} is not an http(s) URL")
-        if table_path(job.out, job.table) == job.out:
-            raise ClientError(f"--out {job.out} would be overwritten by the {job.table} table")
+        check_options(job)
         with FiberImages(job.file) as source, Journal.open(job.out, source.detectid) as journal:
             return finish(job, source, journal, started)
     except (ClientError, CatalogueError) as error:
         say(f"error: {error}")
         return 1
+
+
+def check_options(job: Job) -> None:
+    """Refuse options that every request would fail on, before the file or --out is touched."""
+    try:
+        url = urlsplit(job.url)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.netloc:
+        raise ClientError(f"--url {job.url} is not an http(s) URL")
+    if job.token and not TOKEN.fullmatch(job.token):
+        raise ClientError("--token holds a space, a control or a non-ASCII character")
+    if table_path(job.out, job.table) == job.out:
+        raise ClientError(f"--out {job.out} would be overwritten by the {job.table} table")
+    BatchClient(job, threading.Event()).check()
 
 
 def finish(job: Job, source: FiberImages, journal: Journal, started: float) -> int:

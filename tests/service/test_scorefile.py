@@ -1,4 +1,8 @@
-"""``linescore score-file`` against real gunicorn: complete, resumable, retrying, and clear."""
+"""``linescore score-file`` against real gunicorn: complete, resumable, retrying, and clear.
+
+The module's server allows batches of at most ``MAX_BATCH``; a relay in front of it can refuse,
+hold, cut or garble chosen requests.
+"""
 
 import csv
 import io
@@ -22,7 +26,8 @@ import pytest
 import requests
 from astropy.table import Table
 
-from service.catalogue import COLUMNS, CatalogueError, Journal
+from service import scorefile
+from service.catalogue import JOURNAL_COLUMNS, CatalogueError, Journal
 from service.cli import main
 from tests.live import LINESCORE, free_port, live_server
 from training.dataset import write_dataset
@@ -30,13 +35,14 @@ from training.simulate import simulate
 
 TOKEN = "night-shift-token"
 BATCH = 16
+MAX_BATCH = 100
 BAD = 37  # this detection's cutout holds a NaN: the server answers an item error for it
 FLOATS = ("cnn_score", "umap_x", "umap_y", "svm_score")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
-    env = {"LINESCORE_API_TOKEN": TOKEN}
+    env = {"LINESCORE_API_TOKEN": TOKEN, "LINESCORE_MAX_BATCH": str(MAX_BATCH)}
     with live_server(tmp_path_factory.mktemp("server"), env=env) as live:
         yield live.url
 
@@ -143,8 +149,8 @@ def test_table_has_every_field_and_reads_back(
     counts = f"({real} real, {len(rows) - real - 1} fake, 1 errors)"
     assert f"complete: {len(rows)}/{len(rows)} detections {counts}" in capsys.readouterr().err
     table = Table.read(out.with_suffix(f".{table_format}"))
-    assert table.colnames == list(COLUMNS) and table["detectid"].tolist() == file_ids
-    for name in COLUMNS:  # masked (None) where the journal is empty; floats as the same repr
+    assert table.colnames == list(JOURNAL_COLUMNS) and table["detectid"].tolist() == file_ids
+    for name in JOURNAL_COLUMNS:  # masked (None) where the journal is empty; floats: same repr
         values = ["" if value is None else str(value) for value in table[name].tolist()]
         assert values == [row[name] for row in rows], name
     assert table["error_status"][BAD] == 422
@@ -161,7 +167,7 @@ def same_catalogue(out: Path, clean: Path) -> None:
     assert sorted(row["detectid"] for row in rows) == sorted(reference)
     for row in rows:
         expected = reference[row["detectid"]]
-        for name in COLUMNS:
+        for name in JOURNAL_COLUMNS:
             if name in FLOATS and row[name]:
                 assert float(row[name]) == pytest.approx(float(expected[name]), rel=1e-6, abs=1e-9)
             else:
@@ -169,31 +175,64 @@ def same_catalogue(out: Path, clean: Path) -> None:
 
 
 class Relay(BaseHTTPRequestHandler):
-    """Forwards each POST to the real server after ``delay``, unless ``refuse(n)`` gives a status
-    for the n-th request."""
+    """Forwards each POST to the real server after ``delay``, or does what ``refuse(n)`` says
+    for the n-th request: answer that status (a problem), or
+
+    - "hold": forward it only when the relay closes (``holding`` is set when one waits),
+    - "torn": send the answer's headers and only its first bytes (a worker killed meanwhile),
+    - "html": 200 with a proxy's HTML page, "short": 200 with the last result missing,
+    - "reversed": 200 with the results in reverse order, "unicode": 200 with non-ASCII texts.
+    """
 
     upstream: ClassVar[str]
     delay: ClassVar[float]
-    refuse: ClassVar[Callable[[int], int | None]]
+    refuse: ClassVar[Callable[[int], int | str | None]]
     numbers: ClassVar[Iterator[int]]
+    holding: ClassVar[threading.Event]
+    released: ClassVar[threading.Event]
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        status = type(self).refuse(next(self.numbers))
-        time.sleep(self.delay)
-        if status is None:
-            reply = requests.post(
-                self.upstream + self.path, data=body, headers=dict(self.headers), timeout=30
-            )
-            status, payload = reply.status_code, reply.content
-        else:
-            problem = {"type": "about:blank", "title": "Refused", "status": status, "detail": "no"}
-            payload = json.dumps(problem).encode()
+        action = type(self).refuse(next(self.numbers))
+        if action == "hold":
+            self.holding.set()
+        self.released.wait(60 if action == "hold" else self.delay)
+        if isinstance(action, int):
+            problem = {"type": "about:blank", "title": "Refused", "status": action, "detail": "no"}
+            self.reply(action, json.dumps(problem).encode())
+            return
+        reply = requests.post(
+            self.upstream + self.path, data=body, headers=dict(self.headers), timeout=30
+        )
+        payload = reply.content
+        if action == "torn":
+            self.reply(reply.status_code, payload, cut=100)
+            return
+        if action == "html":
+            self.reply(200, b"<html><h1>502 Bad Gateway</h1></html>", "text/html")
+            return
+        if action in ("short", "reversed", "unicode"):
+            answer = json.loads(payload)
+            if action == "short":
+                answer["results"].pop()
+            elif action == "reversed":
+                answer["results"].reverse()
+            else:
+                answer["model_version"] += " \u03b2"
+                for result in answer["results"]:
+                    if "error" not in result:
+                        result.update(stage=result["stage"] + "\u00e9", flags=["na\u00efve"])
+            payload = json.dumps(answer).encode()
+        self.reply(reply.status_code, payload)
+
+    def reply(
+        self, status: int, payload: bytes, media: str = "application/json", cut: int | None = None
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", media)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        self.wfile.write(payload[:cut])
 
     def log_message(self, *args: object) -> None:
         pass
@@ -201,16 +240,27 @@ class Relay(BaseHTTPRequestHandler):
 
 @contextmanager
 def relay(
-    upstream: str, delay: float = 0.0, refuse: Callable[[int], int | None] = lambda n: None
+    upstream: str,
+    delay: float = 0.0,
+    refuse: Callable[[int], int | str | None] = lambda n: None,
+    holding: threading.Event | None = None,
 ) -> Iterator[str]:
-    settings = {"upstream": upstream, "delay": delay, "refuse": staticmethod(refuse)}
-    handler = type("Handler", (Relay,), {**settings, "numbers": itertools.count(1)})
+    settings = {
+        "upstream": upstream,
+        "delay": delay,
+        "refuse": staticmethod(refuse),
+        "numbers": itertools.count(1),
+        "holding": holding or threading.Event(),
+        "released": threading.Event(),
+    }
+    handler = type("Handler", (Relay,), settings)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_port}"
     finally:
+        settings["released"].set()
         httpd.shutdown()
         httpd.server_close()
         thread.join()
@@ -235,6 +285,30 @@ def test_ctrl_c_saves_what_finished_and_a_rerun_completes(server, night, clean, 
     same_catalogue(out, clean)
 
 
+def test_a_second_ctrl_c_drops_the_batch_in_flight_at_once(server, night, clean, tmp_path):
+    out, holding = tmp_path / "night.csv", threading.Event()
+    with relay(server, refuse=lambda n: None if n == 1 else "hold", holding=holding) as stuck:
+        args = arguments(night, stuck, out, "--concurrency", "1")  # --timeout stays 60 s
+        process = subprocess.Popen([str(LINESCORE), *args], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (holding.is_set() and out.exists() and out.read_text().count("\n") > BATCH):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        first = process.stderr.readline()
+        assert "interrupted: saving the 1 batch(es) in flight (Ctrl-C again: drop them)" in first
+        asked = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        waited = time.monotonic() - asked
+    assert process.returncode == 130, stderr
+    assert waited < 10, "the second Ctrl-C waited for the held POST"
+    assert "dropped the 1 batch(es) in flight" in stderr and f"unfinished: {BATCH}/" in stderr
+    assert len(journal_rows(out)) == BATCH
+    assert score_file(night, server, out) == 0
+    same_catalogue(out, clean)
+
+
 def test_torn_last_line_is_dropped_and_scored_again(server, night, clean, tmp_path, capsys):
     out = tmp_path / "night.csv"
     text = clean.read_text()
@@ -252,25 +326,86 @@ def test_client_started_before_the_server_waits_for_it(night, clean, tmp_path):
     same_catalogue(out, clean)
 
 
-def test_retryable_refusals_are_retried_and_other_refusals_become_error_rows(
-    server, night, clean, tmp_path, capsys
+def test_transient_failures_and_malformed_answers_are_retried_until_complete(
+    server, night, clean, tmp_path, capsys, monkeypatch
+):
+    """The first try of each batch fails in another way; every retry goes through."""
+    monkeypatch.setattr(scorefile, "BACKOFF_FIRST", 0.01)  # the backoff itself stays as it is
+    failures = [503, 429, 500, 408, 502, 504, "torn", "html", "short", "reversed"]
+    first_tries = dict(zip(itertools.count(1, 2), failures, strict=False))
+    out = tmp_path / "night.csv"
+    with relay(server, refuse=first_tries.get) as flaky:
+        assert score_file(night, flaky, out, "--concurrency", "1") == 0
+    assert journal_rows(out) == journal_rows(clean)
+    assert len(journal_rows(out)) > (len(failures) - 1) * BATCH  # every failure was met
+    assert "complete:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status", [400, 405, 422])
+def test_a_batch_refused_as_a_whole_stops_the_run_and_is_sent_again(
+    server, night, clean, tmp_path, capsys, status
 ):
     out = tmp_path / "night.csv"
-    with relay(server, refuse={1: 503, 2: 429, 4: 413}.get) as flaky:
-        assert score_file(night, flaky, out, "--concurrency", "1") == 0
-    rows = journal_rows(out)
-    refused = [row for row in rows if row["error_status"] == "413"]
-    assert [row["detectid"] for row in refused] == [
-        row["detectid"] for row in rows[BATCH : 2 * BATCH]
-    ]
-    assert all(row["error_title"] == "Refused" and row["cnn_score"] == "" for row in refused)
-    kept = rows[:BATCH] + rows[2 * BATCH :]
-    assert kept == [
-        row
-        for row in journal_rows(clean)
-        if row["detectid"] not in {r["detectid"] for r in refused}
-    ]
-    assert f"{BATCH + 1} errors" in capsys.readouterr().err
+    with relay(server, refuse={3: status}.get) as refusing:
+        assert score_file(night, refusing, out, "--concurrency", "1") == 1
+    error, summary = capsys.readouterr().err.splitlines()
+    assert error == (
+        f"linescore score-file: error: {refusing}/v1/score/batch answered {status} Refused: no"
+    )
+    assert f"unfinished: {2 * BATCH}/" in summary
+    assert journal_rows(out) == journal_rows(clean)[: 2 * BATCH]  # no row for the refused batch
+    assert score_file(night, server, out) == 0
+    same_catalogue(out, clean)
+
+
+def test_batches_larger_than_the_server_allows_are_not_written(
+    server, night, clean, tmp_path, capsys
+):
+    out, size = tmp_path / "night.csv", MAX_BATCH + 1
+    assert score_file(night, server, out, "--batch-size", str(size), "--concurrency", "1") == 1
+    error, summary = capsys.readouterr().err.splitlines()
+    assert error.endswith(
+        f"answered 413 Payload too large: batch of {size} detections exceeds the maximum of "
+        f"{MAX_BATCH} (use a --batch-size below {size})"
+    )
+    assert "unfinished: 0/" in summary and journal_rows(out) == []
+    assert score_file(night, server, out) == 0  # BATCH detections a batch
+    same_catalogue(out, clean)
+
+
+def test_answers_in_flight_are_saved_whatever_else_fails_meanwhile(
+    server, night, clean, tmp_path, capsys, monkeypatch, file_ids
+):
+    """Batch 2 loses the server, batch 3 fails unexpectedly: batches 1 and 4 are still saved."""
+    score = scorefile.BatchClient.score
+
+    def failing(client: scorefile.BatchClient, batch: scorefile.Batch) -> list:
+        first = int(batch.detectid[0])
+        if first == file_ids[BATCH]:
+            time.sleep(0.3)  # batch 4 is on its way by now
+            raise scorefile.ServerLostError("server lost")
+        if first == file_ids[2 * BATCH]:
+            raise RuntimeError("not a transport error")
+        return score(client, batch)
+
+    monkeypatch.setattr(scorefile.BatchClient, "score", failing)
+    out = tmp_path / "night.csv"
+    assert score_file(night, server, out, "--concurrency", "3") == 75
+    error, summary = capsys.readouterr().err.splitlines()
+    assert error.endswith("server lost") and f"unfinished: {2 * BATCH}/" in summary
+    rows = journal_rows(clean)
+    assert journal_rows(out) == rows[:BATCH] + rows[3 * BATCH : 4 * BATCH]
+
+
+def test_non_ascii_texts_from_the_server_are_journalled_as_ascii(server, night, tmp_path):
+    out = tmp_path / "night.csv"
+    with relay(server, refuse={1: "unicode"}.get) as accented:
+        assert score_file(night, accented, out, "--concurrency", "1") == 0
+    first = journal_rows(out)[:BATCH]
+    assert {row["model_version"] for row in first} == {"1.0.0 ?"}
+    assert all(row["stage"].endswith("?") and row["flags"] == "na?ve" for row in first)
+    table = Table.read(out.with_suffix(".fits"))
+    assert table["model_version"][0] == "1.0.0 ?" and table["model_version"][-1] == "1.0.0"
 
 
 def test_a_server_lost_midway_leaves_a_journal_that_a_rerun_completes(
@@ -315,6 +450,34 @@ def test_an_unreachable_server_is_named_and_the_run_is_left_to_resume(night, tmp
         "(Connection refused)"
     )
     assert "unfinished: 0/" in summary and "run the same command again to resume" in summary
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("--token", "two\nlines", "--token holds a space, a control or a non-ASCII character"),
+        ("--token", "na\u00efve", "--token holds a space, a control or a non-ASCII character"),
+        ("--url", "http://127.0.0.1:99999", "--url http://127.0.0.1:99999 is not usable"),
+        ("--url", "http://[::1", "--url http://[::1 is not an http(s) URL"),
+    ],
+)
+def test_unusable_options_give_one_line_before_anything_is_written(
+    night, tmp_path, capsys, option, value, reason
+):
+    out = tmp_path / "o.csv"
+    args = ["score-file", str(night), "--url", "http://127.0.0.1:1", "--out", str(out)]
+    assert main([*args, option, value]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"linescore score-file: error: {reason}") and not out.exists()
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_must_be_a_positive_number(night, tmp_path, capsys, seconds):
+    with pytest.raises(SystemExit) as stopped:
+        main(["score-file", str(night), "--url", "http://1", "--out", "o", "--timeout", seconds])
+    assert stopped.value.code == 2 and "--timeout: expected a positive number" in (
+        capsys.readouterr().err
+    )
 
 
 def unusable_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
