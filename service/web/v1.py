@@ -33,12 +33,17 @@ def respond(payload: dict, outcome: Outcome, size: int) -> Response:
     return Response(body, mimetype=codec.JSON)
 
 
-@blueprint.post("/score")
-def score_one() -> Response:
+def score_single() -> tuple[Detection, Outcome]:
+    """One JSON detection, decoded and scored: what /score and /render share."""
     timings: dict[str, float] = {}
     with stage(timings, "decode"):
         detection = codec.decode_single(json_body())
-    outcome = run([detection], timings)
+    return detection, run([detection], timings)
+
+
+@blueprint.post("/score")
+def score_one() -> Response:
+    _, outcome = score_single()
     result = {**outcome.results[0], "model_version": context.runtime().plane.model_version}
     return respond(result, outcome, 1)
 
@@ -58,10 +63,7 @@ def score_batch() -> Response:
 @blueprint.post("/render")
 def render_one() -> Response:
     """Score one detection as /score does, answer with a PNG of its cutout and map place."""
-    timings: dict[str, float] = {}
-    with stage(timings, "decode"):
-        detection = codec.decode_single(json_body())
-    outcome = run([detection], timings)
+    detection, outcome = score_single()
     bundle = context.runtime().plane.scorer.bundle
     with stage(outcome.timings, "encode"):
         body = render.render_png(bundle, detection.cutout, outcome.results[0])
