@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from service.errors import ArtifactError
 from service.manifest import read_manifest, verify_artifacts
+from service.novelty import Novelty
 from service.preprocess import Normalization
 from service.svm_fast import RbfDecision
 from service.umap_fast import NeighbourTransform
@@ -36,6 +37,7 @@ class ModelBundle:
     svm: Any  # the fitted scikit-learn pipeline (for plots and reference)
     svm_decision: Callable[[np.ndarray], np.ndarray]  # (N, 2) -> signed distances, in numpy
     umap_map: dict[str, np.ndarray]  # the training sample: features, coords, vis_class
+    novelty: Novelty
 
     @property
     def version(self) -> str:
@@ -71,8 +73,8 @@ class ModelBundle:
         def unpickle(name: str) -> Any:
             return joblib.load(io.BytesIO(artifacts[name]))
 
-        with np.load(io.BytesIO(artifacts[manifest["umap"]["map"]]), allow_pickle=False) as arrays:
-            umap_map = {name: arrays[name] for name in arrays.files}
+        umap_map = load_arrays(artifacts[manifest["umap"]["map"]])
+        novelty = Novelty.from_arrays(load_arrays(artifacts[manifest["novelty"]["file"]]))
         if umap_transform == "fast":
             place = NeighbourTransform(
                 umap_map["features"], umap_map["coords"], int(umap_map["n_neighbors"])
@@ -91,4 +93,11 @@ class ModelBundle:
             svm=svm,
             svm_decision=RbfDecision(svm),
             umap_map=umap_map,
+            novelty=novelty,
         )
+
+
+def load_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """Arrays of a verified ``.npz`` (never pickles)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}

@@ -2,7 +2,9 @@
 
 cutouts -> contract -> normalise -> CNN (score, embedding) -> UMAP (x, y) -> SVM -> decision.
 A confident CNN score decides alone (stage "cnn"); a score in [low, high) is decided by the sign
-of the SVM's signed distance in the UMAP plane (stage "svm").
+of the SVM's signed distance in the UMAP plane (stage "svm"). Beside the decision, never
+changing it, novelty says how unusual the cutout is next to the training sample
+(:mod:`service.novelty`).
 """
 
 import time
@@ -27,6 +29,8 @@ class Scores:
     svm_score: np.ndarray  # (N,) float64, signed distance, > 0 means real
     real: np.ndarray  # (N,) bool, the final decision
     decided_by_svm: np.ndarray  # (N,) bool, False means the CNN decided alone
+    novelty: np.ndarray  # (N,) float32 in [0, 1]: share of in-distribution cutouts less unusual
+    novel: np.ndarray  # (N,) bool, novelty at or above the manifest's threshold
 
 
 def umap_features(model_input: np.ndarray, embedding: np.ndarray, source: str) -> np.ndarray:
@@ -84,7 +88,11 @@ class Scorer:
         with stage(timings, "svm"):
             svm_score = self.bundle.svm_decision(coords)
             real, by_svm = decide(cnn_score, svm_score, *self.bundle.thresholds)
-        return Scores(cnn_score, coords, svm_score, real, by_svm)
+        with stage(timings, "novelty"):
+            novelty = self.bundle.novelty(model_input, embedding)
+        return Scores(
+            cnn_score, coords, svm_score, real, by_svm, novelty, self.bundle.novelty.flag(novelty)
+        )
 
 
 @contextmanager

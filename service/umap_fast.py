@@ -19,27 +19,18 @@ ROUNDING = 1e-5  # relative size of float32 cancellation error in |x|^2 + |t|^2 
 CHUNK = 256  # rows per distance matrix: bounded memory, and faster than 1024 (cache)
 
 
-class NeighbourTransform:
-    """Embeds new points into a fitted UMAP plane from their exact k nearest training points."""
+class ExactNeighbours:
+    """Exact euclidean k nearest neighbours among a fixed sample, one BLAS product per chunk."""
 
-    def __init__(self, features: np.ndarray, embedding: np.ndarray, n_neighbors: int) -> None:
-        """``features``: the UMAP inputs of the training sample; ``embedding``: their places."""
+    def __init__(self, features: np.ndarray, k: int) -> None:
         self.train_ = np.ascontiguousarray(features, dtype=np.float32)
         self.train_sq_ = np.einsum("ij,ij->i", self.train_, self.train_)
         self.minus_two_train_t_ = np.ascontiguousarray(-2.0 * self.train_.T)
-        self.embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
-        self.n_neighbors_ = int(n_neighbors)
+        self.k_ = int(k)
 
-    @classmethod
-    def from_reducer(cls, reducer) -> "NeighbourTransform":
-        """From a fitted euclidean ``umap.UMAP``."""
-        if reducer.metric != "euclidean":
-            raise ValueError(f"only the euclidean metric is supported, not {reducer.metric!r}")
-        return cls(reducer._raw_data, reducer.embedding_, reducer.n_neighbors)
-
-    def neighbours(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and euclidean distances of the k nearest training points, nearest first."""
-        k = self.n_neighbors_
+    def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and euclidean distances of the k nearest sample points, nearest first."""
+        k = self.k_
         # |x - t|^2 = |x|^2 + (|t|^2 - 2 x.t): the row constant |x|^2 cannot change which
         # training points are nearest, so it is added to the k chosen ones only.
         partial = features @ self.minus_two_train_t_
@@ -53,6 +44,23 @@ class NeighbourTransform:
         squared += norms
         squared[squared <= ROUNDING * (1.0 + norms)] = 0.0  # float32 cancellation: same point
         return indices, np.sqrt(squared)
+
+
+class NeighbourTransform:
+    """Embeds new points into a fitted UMAP plane from their exact k nearest training points."""
+
+    def __init__(self, features: np.ndarray, embedding: np.ndarray, n_neighbors: int) -> None:
+        """``features``: the UMAP inputs of the training sample; ``embedding``: their places."""
+        self.neighbours = ExactNeighbours(features, n_neighbors)
+        self.embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
+        self.n_neighbors_ = int(n_neighbors)
+
+    @classmethod
+    def from_reducer(cls, reducer) -> "NeighbourTransform":
+        """From a fitted euclidean ``umap.UMAP``."""
+        if reducer.metric != "euclidean":
+            raise ValueError(f"only the euclidean metric is supported, not {reducer.metric!r}")
+        return cls(reducer._raw_data, reducer.embedding_, reducer.n_neighbors)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         features = np.ascontiguousarray(features, dtype=np.float32)

@@ -15,7 +15,8 @@ from training.evaluate import Evaluation, evaluate
 from training.fit import train_bundle, write_manifest
 from training.gallery import write_gallery
 from training.report import write_report
-from training.simulate import class_counts_for, simulate
+from training.simulate import simulate
+from training.simulated_set import class_counts_for
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)

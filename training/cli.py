@@ -16,11 +16,11 @@ from training.build import (
     record_heldout,
 )
 from training.dataset import DatasetError, read_labelled, write_dataset
-from training.ensemble import UmapConfig
+from training.ensemble import Stage2Error, UmapConfig
 from training.fit import train_bundle
 from training.gallery import write_gallery
 from training.simulate import simulate
-from training.train import TrainConfig
+from training.train import PROTOCOL_CLASSES, TrainConfig
 
 
 def class_counts_argument(text: str) -> dict[int, int]:
@@ -61,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--version", required=True)
     train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     train.add_argument("--seed", type=int, default=TrainConfig.seed)
+    train.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOL_CLASSES),
+        default=TrainConfig.protocol,
+        help="'all': the CNN sees every class; '2020': classes 4-5 against 0-1 only",
+    )
 
     ev = commands.add_parser("evaluate", help="held-out metrics into the manifest and report")
     ev.add_argument("--model", type=Path, required=True)
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "gallery":
             print(write_gallery(args.out))
         elif args.command == "train":
-            config = TrainConfig(epochs=args.epochs, seed=args.seed)
+            config = TrainConfig(protocol=args.protocol, epochs=args.epochs, seed=args.seed)
             manifest = train_bundle(
                 read_labelled(args.data, args.labels),
                 args.out,
@@ -126,6 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifest = build(args.version, args.workdir, args.models_root, TRAIN_SPEC, HELDOUT_SPEC)
             print(json.dumps(manifest["heldout"]["metrics"]["ensemble"], indent=2))
-    except DatasetError as error:
+    except (DatasetError, Stage2Error) as error:
         raise SystemExit(f"error: {error}") from None
     return 0

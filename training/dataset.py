@@ -16,7 +16,7 @@ import numpy as np
 
 from service.contract import PRODUCT_COLUMNS, ROWS
 from service.domain import FIRST_REAL_CLASS, VISUAL_CLASSES, is_real_class
-from training.simulate import TOP_FIBERS, SimulatedSet
+from training.simulated_set import TOP_FIBERS, SimulatedSet
 
 FIBER_TABLE = "FiberImages"
 LABEL_TABLE = "Labels"
@@ -54,6 +54,20 @@ class LabelledCutouts:
             self.sn[index],
             self.family[index],
         )
+
+    @classmethod
+    def concatenate(cls, parts: list["LabelledCutouts"]) -> "LabelledCutouts":
+        """Several labelled sets as one (e.g. both simulators); detectids must not collide."""
+        joined = cls(
+            " + ".join(p.source for p in parts),
+            *(
+                np.concatenate([getattr(p, name) for p in parts])
+                for name in ("detectid", "im_sum", "vis_class", "sn", "family")
+            ),
+        )
+        if len(np.unique(joined.detectid)) != len(joined):
+            raise DatasetError(f"{joined.source}: detectids collide between the parts")
+        return joined
 
     @classmethod
     def from_simulated(cls, data: SimulatedSet, source: str = "simulated") -> "LabelledCutouts":

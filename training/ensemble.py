@@ -1,9 +1,14 @@
-"""UMAP + SVM stage and the two CNN thresholds, chosen on validation data.
+"""UMAP + SVM stage and the two CNN thresholds, chosen on the calibration (validation) split.
 
 UMAP is fitted on a sample of training cutouts. For every candidate pair of thresholds
-(low < high), the SVM is trained on the validation cutouts whose CNN score falls in [low, high)
-and judged by 5-fold out-of-fold decisions, so the FoM that picks the thresholds (and the UMAP
-input) is never measured on the points an SVM was fitted to. The held-out set stays untouched.
+(low < high) whose band holds at least ``min_band_share`` of the calibration cutouts, the SVM
+is trained on the calibration cutouts whose CNN score falls in [low, high) and judged by 5-fold
+out-of-fold decisions, so the FoM that picks the thresholds (and the UMAP input) is never
+measured on the points an SVM was fitted to. The held-out set stays untouched.
+
+Stage 2 must decide: a band where the SVM does not beat the best constant decision out of fold
+is never chosen, and an SVM whose sign is the same over the whole training map is refused
+(:class:`Stage2Error`), since "svm" would then only mean "keep everything in the band".
 """
 
 import logging
@@ -20,9 +25,14 @@ from training import metrics
 
 log = logging.getLogger(__name__)
 
-LOW_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-HIGH_GRID = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+LOW_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+HIGH_GRID = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995)
 MIN_AMBIGUOUS = 40
+MIN_BAND_SHARE = 0.05
+
+
+class Stage2Error(ValueError):
+    """The SVM stage would not decide anything: training refuses to package it."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,6 @@ def fit_umap(features: np.ndarray, config: UmapConfig):
 
 SVM_C = (0.3, 1.0, 3.0)
 SVM_GAMMA = (0.1, 0.5, 2.0)  # on standardised coordinates; sklearn's "scale" gives 0.5 here
-WIDE_BAND = (0.05, 0.95)
 
 
 def make_svm(seed: int, c: float = 1.0, gamma: float = 0.5) -> Pipeline:
@@ -86,47 +95,93 @@ def out_of_fold_svm(
     )
 
 
-def choose_svm_parameters(
-    score: np.ndarray, coords: np.ndarray, truth: np.ndarray, seed: int
-) -> dict:
-    """C and gamma with the best out-of-fold accuracy on a wide ambiguous band."""
-    band = (score >= WIDE_BAND[0]) & (score < WIDE_BAND[1])
+def choose_svm_parameters(coords: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+    """C and gamma with the best out-of-fold accuracy on the chosen band."""
     best, chosen = -1.0, {"c": 1.0, "gamma": 0.5}
     for c in SVM_C:
         for gamma in SVM_GAMMA:
-            decision = out_of_fold_svm(coords[band], truth[band], seed, c, gamma)
-            if decision is None:
-                return chosen
-            accuracy = float(np.mean((decision > 0) == truth[band]))
+            decision = out_of_fold_svm(coords, truth, seed, c, gamma)
+            accuracy = float(np.mean((decision > 0) == truth))
             if accuracy > best:
-                best, chosen = accuracy, {"c": c, "gamma": gamma}
+                best, chosen = accuracy, {"c": c, "gamma": gamma, "out_of_fold_accuracy": accuracy}
     return chosen
 
 
-def choose(score: np.ndarray, coords: np.ndarray, truth: np.ndarray, seed: int) -> Choice:
-    """SVM parameters, then (low, high) on validation by out-of-fold ensemble FoM."""
-    parameters = choose_svm_parameters(score, coords, truth, seed)
-    grid, best = [], None
+def constant_accuracy(truth: np.ndarray) -> float:
+    """Accuracy of the best constant decision (all real or all fake)."""
+    real = float(np.mean(truth))
+    return max(real, 1.0 - real)
+
+
+def beats_constant(row: dict) -> bool:
+    """Out-of-fold SVM accuracy above the best constant's by more than two standard errors
+    (81 bands are tried: chance alone would let a useless SVM win one of them)."""
+    constant = row["constant_accuracy"]
+    margin = 2.0 * np.sqrt(constant * (1.0 - constant) / row["ambiguous"])
+    return row["svm_accuracy"] > constant + margin
+
+
+def is_constant(svm: Pipeline, map_coords: np.ndarray) -> bool:
+    """True when the SVM has one sign over every point of the training map."""
+    return len(np.unique(svm.decision_function(map_coords) > 0)) < 2
+
+
+def choose(
+    score: np.ndarray,
+    coords: np.ndarray,
+    truth: np.ndarray,
+    seed: int,
+    map_coords: np.ndarray,
+    min_band_share: float = MIN_BAND_SHARE,
+) -> Choice:
+    """(low, high) by out-of-fold ensemble FoM among bands of at least ``min_band_share`` where
+    the SVM clearly beats the best constant decision out of fold; then C and gamma on that
+    band. The
+    best band whose refitted SVM is not constant over the training map wins."""
+    grid = []
     for low in LOW_GRID:
         for high in HIGH_GRID:
             band = (score >= low) & (score < high)
-            svm_score = np.zeros(len(score))
-            out_of_fold = out_of_fold_svm(coords[band], truth[band], seed, **parameters)
+            if band.mean() < min_band_share:
+                continue
+            out_of_fold = out_of_fold_svm(coords[band], truth[band], seed)
             if out_of_fold is None:
                 continue
+            svm_score = np.zeros(len(score))
             svm_score[band] = out_of_fold
             kept, _ = decide(score, svm_score, low, high)
-            summary = metrics.summary(truth, kept)
-            grid.append({"low": low, "high": high, "ambiguous": int(band.sum()), **summary})
-            if best is None or summary["fom"] > best[2]["fom"]:
-                best = (low, high, summary)
-    if best is None:
-        raise ValueError("no threshold pair leaves enough two-class ambiguous validation cutouts")
-    low, high, summary = best
-    band = (score >= low) & (score < high)
-    svm = make_svm(seed, **parameters).fit(coords[band], truth[band])
+            grid.append(
+                {
+                    "low": low,
+                    "high": high,
+                    "ambiguous": int(band.sum()),
+                    "band_share": float(band.mean()),
+                    "svm_accuracy": float(np.mean((out_of_fold > 0) == truth[band])),
+                    "constant_accuracy": constant_accuracy(truth[band]),
+                    **metrics.summary(truth, kept),
+                }
+            )
+    eligible = [row for row in grid if beats_constant(row)]
+    constant = 0
+    for row in sorted(eligible, key=lambda r: r["fom"], reverse=True):
+        low, high = row["low"], row["high"]
+        band = (score >= low) & (score < high)
+        parameters = choose_svm_parameters(coords[band], truth[band], seed)
+        svm = make_svm(seed, parameters["c"], parameters["gamma"]).fit(coords[band], truth[band])
+        if is_constant(svm, map_coords):
+            constant += 1
+            continue
+        summary = {k: v for k, v in row.items() if k not in ("low", "high")}
+        break
+    else:
+        raise Stage2Error(
+            f"no band holding >= {min_band_share:.0%} of the {len(score)} calibration cutouts "
+            f"has an SVM that beats the best constant decision out of fold ({len(eligible)} "
+            f"of {len(grid)} bands do) and is not constant over the training map ({constant} "
+            "of those are constant)"
+        )
     log.info(
-        "SVM %s, thresholds low=%.2f high=%.2f: out-of-fold validation FoM %.4f",
+        "SVM %s, thresholds low=%.3f high=%.3f: out-of-fold calibration FoM %.4f",
         parameters,
         low,
         high,

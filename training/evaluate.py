@@ -37,6 +37,8 @@ class Evaluation:
                 truth, decisions["ensemble"], decisions["cnn_alone"]
             ),
             "decided_by_svm": float(scores.decided_by_svm.mean()),
+            "stage2": stage2_summary(truth, scores),
+            "novel_share": float(scores.novel.mean()),
             "score_bands": metrics.score_bands(scores.cnn_score, truth, self.low, self.high),
             "per_class_accuracy": {
                 name: metrics.per_class_accuracy(data.vis_class, truth, kept)
@@ -53,6 +55,20 @@ class Evaluation:
                 for family in families
             },
         }
+
+
+def stage2_summary(truth: np.ndarray, scores: Scores) -> dict:
+    """What stage 2 decided, and whether it beat the best constant decision there."""
+    band = scores.decided_by_svm
+    n = int(band.sum())
+    real = float(truth[band].mean()) if n else float("nan")
+    return {
+        "n": n,
+        "share": float(band.mean()),
+        "accuracy": float(np.mean(scores.real[band] == truth[band])) if n else float("nan"),
+        "constant_accuracy": max(real, 1.0 - real) if n else float("nan"),
+        "called_real": float(scores.real[band].mean()) if n else float("nan"),
+    }
 
 
 def score_all(scorer: Scorer, cutouts: np.ndarray, chunk: int = 4096) -> Scores:

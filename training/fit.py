@@ -1,9 +1,10 @@
-"""``train``: one labelled file in, one verified model directory out (CNN, UMAP, SVM, manifest).
+"""``train``: labelled cutouts in, one verified model directory out (CNN, UMAP, SVM, novelty).
 
 Works the same on a simulated file and on a real labelled HETDEX file: 80/20 split stratified
-by visual class, CNN training, ONNX export (checked against PyTorch), UMAP on a training sample
-for both candidate inputs, thresholds and SVM chosen on validation, then the artifacts with
-their SHA-256 in ``manifest.json``.
+by visual class, CNN training (on every class, or under ``--protocol 2020`` on classes 0, 1, 4,
+5 only), ONNX export (checked against PyTorch), UMAP on a training sample for both candidate
+inputs, thresholds and SVM chosen on the calibration (validation) split, novelty calibrated on
+it, then the artifacts with their SHA-256 in ``manifest.json``.
 """
 
 import json
@@ -20,18 +21,20 @@ from sklearn.model_selection import train_test_split
 from service import contract
 from service.bundle import UMAP_SOURCES
 from service.manifest import MANIFEST, sha256_of
+from service.novelty import Novelty
 from service.pipeline import umap_features
 from service.preprocess import Normalization, prepare
 from service.umap_fast import NeighbourTransform
 from training import metrics
 from training.dataset import DatasetError, LabelledCutouts
-from training.ensemble import UmapConfig, choose, fit_umap
+from training.ensemble import Stage2Error, UmapConfig, choose, fit_umap
 from training.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, max_disagreement
-from training.train import TrainConfig, fit_cnn
+from training.train import PROTOCOL_CLASSES, TrainConfig, fit_cnn
 
 log = logging.getLogger(__name__)
 
 CNN_FILE, UMAP_FILE, SVM_FILE, MAP_FILE = "cnn.onnx", "umap.joblib", "svm.joblib", "umap_map.npz"
+NOVELTY_FILE = "novelty.npz"
 LIBRARIES = (
     "numpy",
     "torch",
@@ -91,7 +94,13 @@ def train_bundle(
     seed = train_config.seed
     train, val = split(data, seed)
     normalization = Normalization()
-    cnn, history = fit_cnn(train, val, normalization, train_config)
+    shown = PROTOCOL_CLASSES[train_config.protocol]
+    cnn_train, cnn_val = (
+        (train, val)
+        if shown is None
+        else (part.subset(np.isin(part.vis_class, shown)) for part in (train, val))
+    )
+    cnn, history = fit_cnn(cnn_train, cnn_val, normalization, train_config)
 
     cnn_path = export_onnx(cnn, out_dir / CNN_FILE)
     val_input = prepare(val.im_sum, normalization)
@@ -102,16 +111,24 @@ def train_bundle(
     sample = umap_sample(train, umap_config.sample, seed)
     sample_input = prepare(train.im_sum[sample], normalization)
     _, sample_embedding = run_onnx(cnn_path, sample_input)
-    candidates = {}
+    candidates, refusals = {}, []
     for source in UMAP_SOURCES:
         log.info("fitting UMAP on %d training %s", len(sample), source)
         reducer = fit_umap(umap_features(sample_input, sample_embedding, source), umap_config)
         placer = NeighbourTransform.from_reducer(reducer)  # the service's transform
+        map_coords = reducer.embedding_
         coords = placer.transform(umap_features(val_input, val_embedding, source))
-        candidates[source] = (reducer, choose(val_score, coords, val_truth, seed))
+        try:
+            candidates[source] = (reducer, choose(val_score, coords, val_truth, seed, map_coords))
+        except Stage2Error as refusal:
+            refusals.append(f"UMAP on {source}: {refusal}")
+            log.warning("%s", refusals[-1])
+            continue
         log.info(
             "UMAP on %s: out-of-fold validation FoM %.4f", source, candidates[source][1].val_fom
         )
+    if not candidates:
+        raise Stage2Error("; ".join(refusals))
     source = max(candidates, key=lambda s: candidates[s][1].val_fom)
     reducer, choice = candidates[source]
 
@@ -124,6 +141,10 @@ def train_bundle(
         vis_class=train.vis_class[sample],
         n_neighbors=np.int64(reducer.n_neighbors),
     )
+
+    novelty = Novelty.fit((sample_input, sample_embedding), (val_input, val_embedding))
+    np.savez(out_dir / NOVELTY_FILE, **novelty.to_arrays())
+    val_novel = novelty.flag(novelty(val_input, val_embedding))
 
     cnn_alone = metrics.best_single_threshold(val_score, val_truth)
     manifest = {
@@ -150,16 +171,28 @@ def train_bundle(
         "svm": {
             "file": SVM_FILE,
             **choice.svm_parameters,
-            "trained_on": "validation cutouts in the ambiguous band",
+            "trained_on": "calibration (validation) cutouts of every class in the ambiguous band",
             "ambiguous_validation_cutouts": int(
                 ((val_score >= choice.low) & (val_score < choice.high)).sum()
             ),
+        },
+        "novelty": {
+            "file": NOVELTY_FILE,
+            "threshold": novelty.threshold,
+            "spaces": list(novelty.references_),
+            "k": int(next(iter(novelty.references_.values())).k_),
+            "reference": f"the {len(sample)} UMAP training-sample cutouts",
+            "calibration": f"the {len(val)} validation cutouts (in-distribution, held out)",
+            "rule": "novel when novelty >= threshold: the 99% calibration quantile plus two "
+            "binomial standard errors (at most 1% false alarms)",
+            "calibration_flagged": float(val_novel.mean()),
         },
         "thresholds": {"low": choice.low, "high": choice.high, "cnn_alone": cnn_alone},
         "training": {
             "config": train_config.describe(),
             "history": history,
             "data": data.summary(),
+            "cnn_train": cnn_train.summary(),
             "train": train.summary(),
             "validation": val.summary(),
         },
@@ -180,7 +213,7 @@ def train_bundle(
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
     """(Re)compute every artifact's SHA-256 and write ``manifest.json``."""
-    files = (CNN_FILE, UMAP_FILE, SVM_FILE, MAP_FILE)
+    files = (CNN_FILE, UMAP_FILE, SVM_FILE, MAP_FILE, NOVELTY_FILE)
     manifest["artifacts"] = {
         name: {"sha256": sha256_of(out_dir / name), "bytes": (out_dir / name).stat().st_size}
         for name in files

@@ -14,20 +14,18 @@ stream (seed, index), so a set is reproducible and any subset can be regenerated
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from service.contract import PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS, TRACE_ROW
 from service.domain import (
-    DR1_CLASS_COUNTS,
     SKY_RESIDUAL_WINDOWS_A,
     TRUSTED_WAVE_RANGE_A,
-    VISUAL_CLASSES,
     is_real_class,
 )
+from training.simulated_set import TOP_FIBERS, SimulatedSet
 
-TOP_FIBERS = 4
 ANGSTROM_PER_PIXEL = 2.0
 SNR_COLUMNS = slice(PRODUCT_LINE_COLUMN - 10, PRODUCT_LINE_COLUMN + 11)
 COLS = np.arange(PRODUCT_COLUMNS, dtype=np.float64)
@@ -553,35 +551,7 @@ def simulate_one(vis_class: int, rng: np.random.Generator) -> Detection:
     )
 
 
-# ---- sets ---------------------------------------------------------------------------------
-
-
-def class_counts_for(total: int, mix: dict[int, int] = DR1_CLASS_COUNTS) -> dict[int, int]:
-    """Scale a class mix to exactly ``total`` detections (largest remainders)."""
-    weights = np.array([mix.get(c, 0) for c in VISUAL_CLASSES], dtype=float)
-    exact = weights / weights.sum() * total
-    counts = np.floor(exact).astype(int)
-    order = np.argsort(exact - counts)[::-1]
-    counts[order[: total - counts.sum()]] += 1
-    return {c: int(n) for c, n in zip(VISUAL_CLASSES, counts, strict=True) if n > 0}
-
-
-@dataclass
-class SimulatedSet:
-    """A labelled set in the shape of a HETDEX FiberImages table plus its labels."""
-
-    detectid: np.ndarray
-    im_wave: np.ndarray
-    im_sum: np.ndarray
-    vis_class: np.ndarray
-    sn: np.ndarray
-    wave: np.ndarray
-    family: np.ndarray
-    im_array: np.ndarray | None = None
-    meta: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.detectid)
+# ---- sets ----
 
 
 def simulate(

@@ -22,8 +22,16 @@ from training.dataset import LabelledCutouts
 log = logging.getLogger(__name__)
 
 
+PROTOCOL_CLASSES: dict[str, tuple[int, ...] | None] = {
+    "all": None,  # every labelled class
+    "2020": (0, 1, 4, 5),  # the 2020 CNN: likely/confidently real against (likely) spurious
+}
+"""Visual classes the CNN is shown under each training protocol (None: all of them)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    protocol: str = "all"
     epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 3e-3

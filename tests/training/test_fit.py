@@ -16,7 +16,13 @@ def test_training_writes_a_complete_verifiable_model_dir(tiny_model_dir):
     manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
     for name, entry in manifest["artifacts"].items():
         assert sha256_of(tiny_model_dir / name) == entry["sha256"]
-    assert set(manifest["artifacts"]) == {"cnn.onnx", "umap.joblib", "svm.joblib", "umap_map.npz"}
+    assert set(manifest["artifacts"]) == {
+        "cnn.onnx",
+        "umap.joblib",
+        "svm.joblib",
+        "umap_map.npz",
+        "novelty.npz",
+    }
     assert manifest["input_contract"]["shape"] == [9, 32]
     assert manifest["normalization"]["method"] == "robust-noise"
     assert set(manifest["validation"]["umap_input_choice"]) == {"pixels", "embedding"}
