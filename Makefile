@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-MODEL_VERSION ?= 1.0.0
+MODEL_VERSION ?= 2.0.0
 BUILD ?= build
 
-.PHONY: install run test lint models ablation bench soak gallery clean
+.PHONY: install run test lint models experiments ablation bench soak gallery clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
@@ -28,6 +28,14 @@ test: lint
 
 models: install
 	$(BIN)/python -m training build --version $(MODEL_VERSION) --workdir $(BUILD)
+
+# Generalisation: the cross-simulator matrix and leave-one-family-out (about 90 min on 2 cores).
+EXPERIMENT_SIZES ?= --train-size 16000 --test-size 20000 --epochs 6
+experiments: install
+	$(BIN)/python -m training experiment cross --out models/$(MODEL_VERSION) \
+		--workdir $(BUILD)/experiments $(EXPERIMENT_SIZES)
+	$(BIN)/python -m training experiment lofo --out models/$(MODEL_VERSION) \
+		--workdir $(BUILD)/experiments $(EXPERIMENT_SIZES)
 
 ablation: install
 	$(BIN)/python -m training simulate --out $(BUILD)/ablation.h5 --total 20000 --seed 2020

@@ -73,8 +73,7 @@ def decisions_by_transform(model_dir: Path, cutouts: np.ndarray) -> dict[str, np
 
 def agreement(model_dir: Path, repeats: int = 3) -> dict:
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    held = manifest["heldout"]["simulator"]
-    spec = SimulatedSpec(held["total"], held["seed"], held["first_detectid"])
+    spec = SimulatedSpec.from_description(manifest["heldout"]["simulator"])
     cutouts = spec.generate(progress=False).im_sum
     placed = place_both(model_dir, cutouts)
     fast, reference, features = placed["fast"], placed["reference"], placed["features"]

@@ -25,6 +25,7 @@ JOURNAL_COLUMNS = (
     "umap_x",
     "umap_y",
     "svm_score",
+    "novelty",
     "decision",
     "stage",
     "flags",
@@ -34,7 +35,8 @@ JOURNAL_COLUMNS = (
     "error_detail",
     "error_pointer",
 )
-FLOAT_COLUMNS = ("cnn_score", "umap_x", "umap_y", "svm_score")
+FLOAT_COLUMNS = ("cnn_score", "umap_x", "umap_y", "svm_score", "novelty")
+FLOAT32_COLUMNS = ("novelty",)  # float32 on the server: the table keeps it so
 FLAG_SEPARATOR = ";"
 TABLE_FORMATS = {"fits": ".fits", "ecsv": ".ecsv"}
 
@@ -54,12 +56,15 @@ def one_line(text: Any) -> str:
 def result_row(detectid: int, result: dict, model_version: str) -> Row:
     """A scored detection; floats as repr, which reads back to the very same float.
 
-    Every text the server sent goes through ``one_line``, like the error texts.
+    Every text the server sent goes through ``one_line``, like the error texts. ``novelty`` is
+    left empty when the server sent none (a server older than novelty).
     """
     x, y = result["umap"]
+    novelty = result.get("novelty")
     return [
         str(detectid),
         *(repr(float(value)) for value in (result["cnn_score"], x, y, result["svm_score"])),
+        "" if novelty is None else repr(float(novelty)),
         one_line(result["decision"]),
         one_line(result["stage"]),
         FLAG_SEPARATOR.join(one_line(flag) for flag in result["flags"]),
@@ -75,7 +80,7 @@ def error_row(detectid: int, problem: dict, model_version: str = "") -> Row:
     """A detection the server refused in a 200 answer (an item error), with its problem."""
     return [
         str(detectid),
-        *[""] * 7,
+        *[""] * (JOURNAL_COLUMNS.index("model_version") - 1),
         one_line(model_version),
         str(int(problem.get("status", 0))),
         *(one_line(problem.get(key, "")) for key in ("title", "detail", "pointer")),
@@ -141,6 +146,11 @@ class Journal:
         if header is None:
             write_rows(handle, [list(JOURNAL_COLUMNS)])
             return cls(path, handle, np.empty(0, np.int64), torn_bytes=torn)
+        if tuple(header) == tuple(c for c in JOURNAL_COLUMNS if c != "novelty"):
+            raise CatalogueError(
+                f"{path}: is a journal of an older linescore, without the novelty column; "
+                "use another --out"
+            )
         if tuple(header) != JOURNAL_COLUMNS:
             raise CatalogueError(
                 f"{path}: exists and is not a score-file journal; use another --out"
@@ -214,7 +224,8 @@ def write_table(journal: Path, destination: Path, order: np.ndarray, meta: dict)
         if name == "detectid":
             table[name] = Column(column.astype(np.int64))
         elif name in FLOAT_COLUMNS:
-            table[name] = MaskedColumn(np.where(missing, "nan", column).astype(float), mask=missing)
+            dtype = np.float32 if name in FLOAT32_COLUMNS else np.float64
+            table[name] = MaskedColumn(np.where(missing, "nan", column).astype(dtype), mask=missing)
         elif name == "error_status":
             table[name] = MaskedColumn(
                 np.where(missing, "0", column).astype(np.int16), mask=missing

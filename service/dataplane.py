@@ -21,6 +21,7 @@ class Outcome:
     scored: int
     timings: dict[str, float] = field(default_factory=dict)
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    novel: int = 0  # scored detections flagged novel
 
 
 class DataPlane:
@@ -46,10 +47,12 @@ class DataPlane:
             scores.svm_score.tolist(),
             np.where(scores.real, "real", "fake").tolist(),
             np.where(scores.decided_by_svm, "svm", "cnn").tolist(),
+            scores.novelty.tolist(),
+            scores.novel.tolist(),
             masked_fraction(cutouts).tolist(),
             strict=True,
         )
-        for index, cnn_score, umap, svm_score, decision, stage, masked in rows:
+        for index, cnn_score, umap, svm_score, decision, stage, novelty, novel, masked in rows:
             detection = detections[index]
             results[index] = {
                 "detectid": detection.detectid,
@@ -58,9 +61,11 @@ class DataPlane:
                 "svm_score": svm_score,
                 "decision": decision,
                 "stage": stage,
-                "flags": flags_for(masked, detection.wave),
+                "novelty": novelty,
+                "flags": flags_for(masked, detection.wave, novel),
             }
             outcome.decisions[(decision, stage)] = outcome.decisions.get((decision, stage), 0) + 1
+        outcome.novel = int(scores.novel.sum())
         return outcome
 
 

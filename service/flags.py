@@ -7,6 +7,7 @@ from service.domain import SKY_RESIDUAL_WINDOWS_A, TRUSTED_WAVE_RANGE_A
 MOSTLY_MASKED = "mostly_masked"
 SKY_RESIDUAL_WINDOW = "sky_residual_window"
 OUTSIDE_TRUSTED_RANGE = "outside_trusted_wavelength_range"
+NOVEL = "novel"  # novelty reached the model's threshold: unlike anything the model was trained on
 
 
 def masked_fraction(cutouts: np.ndarray) -> np.ndarray:
@@ -14,8 +15,9 @@ def masked_fraction(cutouts: np.ndarray) -> np.ndarray:
     return (cutouts == 0.0).mean(axis=(1, 2))
 
 
-def flags_for(masked: float, wave: float | None) -> list[str]:
-    """Flags of one detection from its masked share and, when given, its line wavelength (A)."""
+def flags_for(masked: float, wave: float | None, novel: bool = False) -> list[str]:
+    """Flags of one detection from its masked share, its line wavelength (A) when given, and
+    whether its novelty reached the model's threshold (:mod:`service.novelty`)."""
     flags = []
     if masked > 0.5:
         flags.append(MOSTLY_MASKED)
@@ -25,4 +27,6 @@ def flags_for(masked: float, wave: float | None) -> list[str]:
         low, high = TRUSTED_WAVE_RANGE_A
         if not low <= wave <= high:
             flags.append(OUTSIDE_TRUSTED_RANGE)
+    if novel:
+        flags.append(NOVEL)
     return flags

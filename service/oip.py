@@ -39,6 +39,7 @@ OUTPUTS = {  # name: (datatype, shape of one item)
     "svm_score": ("FP32", ()),
     "decision": ("BYTES", ()),
     "stage": ("BYTES", ()),
+    "novelty": ("FP32", ()),
 }
 UNSUPPORTED = (  # tensor parameters that would change the answer; anything else is ignored
     "shared_memory_region",
@@ -275,6 +276,7 @@ def columns(results: list[dict]) -> dict[str, np.ndarray]:
         "svm_score": np.array([r["svm_score"] for r in results], dtype=np.float32),
         "decision": np.array([r["decision"] for r in results], dtype=np.str_),
         "stage": np.array([r["stage"] for r in results], dtype=np.str_),
+        "novelty": np.array([r["novelty"] for r in results], dtype=np.float32),
     }
 
 

@@ -10,6 +10,7 @@ alone and is computed once per loaded bundle.
 """
 
 import io
+import math
 import threading
 import weakref
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import numpy as np
 from service.bundle import ModelBundle
 from service.contract import LINE_COLUMN, TRACE_ROW
 from service.domain import VISUAL_CLASS_NAMES, VISUAL_CLASSES
+from service.flags import NOVEL
 from service.preprocess import prepare
 
 if TYPE_CHECKING:
@@ -94,7 +96,7 @@ def background(bundle: ModelBundle) -> MapBackground:
 
 def render_png(bundle: ModelBundle, cutout: np.ndarray, result: dict[str, Any]) -> bytes:
     """The PNG (``WIDTH`` x ``HEIGHT``) of one canonical (9, 32) cutout and its data-plane result
-    (detectid, cnn_score, umap, svm_score, decision, stage, flags)."""
+    (detectid, cnn_score, umap, svm_score, decision, stage, novelty, flags)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -152,13 +154,21 @@ def draw_cutout(
     axes.set_title(
         f"detectid {result['detectid']}\n"
         f"CNN score {result['cnn_score']:.3f}: {result['decision'].upper()}, "
-        f"decided by {result['stage']}\nflags: {flags}",
+        f"decided by {result['stage']}\n{novelty_phrase(result)}; flags: {flags}",
         loc="left",
         size=11,
         parse_math=False,  # a detectid such as "$x$" is text, not TeX
     )
     colorbar = axes.figure.colorbar(image, cax=colorbar_axes, orientation="horizontal")
     colorbar.set_label(f"normalised counts (robust noise units); black: masked ({masked.sum()} px)")
+
+
+def novelty_phrase(result: dict[str, Any]) -> str:
+    """'novelty 0.97', with '(novel)' when the result is flagged so. Two decimals rounded down
+    (float32 slack aside), so a novelty short of a threshold of 1 never reads as 1.00."""
+    shown = math.floor(result["novelty"] * 100 + 1e-4) / 100
+    novel = " (novel)" if NOVEL in result["flags"] else ""
+    return f"novelty {shown:.2f}{novel}"
 
 
 def draw_map(

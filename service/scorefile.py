@@ -274,14 +274,19 @@ def answer_rows(content: bytes, detectids: list[int]) -> list[Row]:
 
 
 def is_scored(result: dict) -> bool:
-    """Whether a result has every field of a scored detection, with the right types."""
+    """Whether a result has every field of a scored detection, with the right types.
+
+    ``novelty`` may be missing (a server older than novelty: the journal leaves it empty), but
+    when present it is a number in [0, 1].
+    """
 
     def number(value: object) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
-    umap, flags = result.get("umap"), result.get("flags")
+    umap, flags, novelty = result.get("umap"), result.get("flags"), result.get("novelty")
     return (
         number(result.get("cnn_score"))
+        and (novelty is None or (number(novelty) and 0 <= novelty <= 1))
         and number(result.get("svm_score"))
         and isinstance(umap, list)
         and len(umap) == 2

@@ -30,7 +30,8 @@ class Telemetry:
         )
         self.stages = Histogram(
             "linescore_stage_duration_seconds",
-            "Seconds per scoring pass in each stage (decode, preprocess, cnn, umap, svm, encode)",
+            "Seconds per scoring pass in each stage"
+            " (decode, preprocess, cnn, umap, svm, novelty, encode)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
@@ -45,6 +46,11 @@ class Telemetry:
             "linescore_decisions_total",
             "Decisions by outcome and deciding stage",
             ["decision", "stage"],
+            registry=registry,
+        )
+        self.novel = Counter(
+            "linescore_novel_detections_total",
+            "Scored detections flagged novel: unlike anything the model was trained on",
             registry=registry,
         )
         self.item_errors = Counter(
@@ -67,6 +73,7 @@ class Telemetry:
         scored: int,
         timings: dict[str, float],
         decisions: dict[tuple[str, str], int],
+        novel: int,
     ) -> None:
         self.batch_size.observe(size)
         if size > scored:
@@ -75,6 +82,7 @@ class Telemetry:
             self.stages.labels(name).observe(seconds)
         for (decision, stage), count in decisions.items():
             self.decisions.labels(decision, stage).inc(count)
+        self.novel.inc(novel)
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:

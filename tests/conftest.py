@@ -85,3 +85,12 @@ def app(tiny_runtime):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def novel_cutout(tiny_data) -> np.ndarray:
+    """A clean real line (9, 32) with a bright column across every row: an artifact the tiny
+    model never saw, so its novelty is 1 and it is flagged novel (tests assert it)."""
+    cutout = tiny_data.im_sum[tiny_data.vis_class == 5][0, :, 34:66].copy()
+    cutout[:, 14:18] += 1000.0
+    return cutout

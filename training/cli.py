@@ -1,15 +1,17 @@
 """``python -m training``: the offline commands (simulate, gallery, train, evaluate, build)."""
 
 import argparse
+import importlib
 import json
 import logging
 from pathlib import Path
 
 from service.domain import VISUAL_CLASSES
+from training import experiments
 from training.ablate import ablate
 from training.build import (
-    HELDOUT_SPEC,
-    TRAIN_SPEC,
+    SIMULATORS,
+    TRAIN_SPECS,
     SimulatedSpec,
     build,
     publish,
@@ -17,9 +19,9 @@ from training.build import (
 )
 from training.dataset import DatasetError, read_labelled, write_dataset
 from training.ensemble import Stage2Error, UmapConfig
+from training.experiments import ARTIFACT_FAMILIES, VARIANTS, Sizes
 from training.fit import train_bundle
 from training.gallery import write_gallery
-from training.simulate import simulate
 from training.train import PROTOCOL_CLASSES, TrainConfig
 
 
@@ -41,9 +43,10 @@ def parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser("simulate", help="write a simulated labelled HDF5 file")
     sim.add_argument("--out", type=Path, required=True)
-    sim.add_argument("--total", type=int, default=TRAIN_SPEC.total)
-    sim.add_argument("--seed", type=int, default=TRAIN_SPEC.seed)
-    sim.add_argument("--first-detectid", type=int, default=TRAIN_SPEC.first_detectid)
+    sim.add_argument("--simulator", choices=sorted(SIMULATORS), default="A")
+    sim.add_argument("--total", type=int, default=TRAIN_SPECS[0].total)
+    sim.add_argument("--seed", type=int, default=TRAIN_SPECS[0].seed)
+    sim.add_argument("--first-detectid", type=int, default=TRAIN_SPECS[0].first_detectid)
     sim.add_argument("--with-fibers", action="store_true", help="also write im_array (4, 9, 100)")
     sim.add_argument(
         "--class-counts",
@@ -80,6 +83,16 @@ def parser() -> argparse.ArgumentParser:
     abl.add_argument("--size", type=int, default=20_000, help="cutouts drawn from --data")
     abl.add_argument("--seed", type=int, default=0)
 
+    exp = commands.add_parser("experiment", help="cross-simulator matrix or leave-one-family-out")
+    exp.add_argument("kind", choices=("cross", "lofo"))
+    exp.add_argument("--out", type=Path, required=True, help="folder for <kind>.json and .md")
+    exp.add_argument("--workdir", type=Path, default=Path("build/experiments"))
+    exp.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
+    exp.add_argument("--families", nargs="+", default=list(ARTIFACT_FAMILIES))
+    exp.add_argument("--train-size", type=int, default=Sizes.train)
+    exp.add_argument("--test-size", type=int, default=Sizes.test)
+    exp.add_argument("--epochs", type=int, default=Sizes.epochs)
+
     bld = commands.add_parser("build", help="simulate, train, evaluate: what `make models` runs")
     bld.add_argument("--version", required=True)
     bld.add_argument("--workdir", type=Path, default=Path("build"))
@@ -87,12 +100,37 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def run_experiment(args: argparse.Namespace) -> Path:
+    sizes = Sizes(train=args.train_size, test=args.test_size, epochs=args.epochs)
+    command = (
+        f"python -m training experiment {args.kind} --out {args.out} --train-size "
+        f"{sizes.train} --test-size {sizes.test} --epochs {sizes.epochs}"
+    )
+    header = [
+        f"Reproduce: `{command} --variants {' '.join(args.variants)}`"
+        if args.kind == "cross"
+        else f"Reproduce: `{command} --families {' '.join(args.families)}`",
+        "",
+        f"Each run: {sizes.train} training detections per simulator (DR1 class mix, seed "
+        f"{experiments.TRAIN_SEED}), {sizes.epochs} epochs; held-out sets of {sizes.test} per "
+        f"simulator (seed {experiments.TEST_SEED}); scored through the serving path.",
+    ]
+    if args.kind == "cross":
+        results = experiments.cross(args.workdir, sizes, args.variants)
+        return experiments.write(
+            args.out, "cross", results, experiments.cross_table(results), header
+        )
+    results = experiments.lofo(args.workdir, sizes, args.families, "all")
+    return experiments.write(args.out, "lofo", results, experiments.lofo_table(results), header)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if args.command == "simulate":
-            spec = SimulatedSpec(args.total, args.seed, args.first_detectid)
+            spec = SimulatedSpec(args.total, args.seed, args.first_detectid, args.simulator)
+            simulate = importlib.import_module(SIMULATORS[args.simulator]).simulate
             data = simulate(
                 args.class_counts or spec.describe()["class_counts"],
                 spec.seed,
@@ -123,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                     read_labelled(args.data), args.out, args.epochs, args.size, args.seed, command
                 )
             )
+        elif args.command == "experiment":
+            print(run_experiment(args))
         elif args.command == "evaluate":
             manifest = json.loads((args.model / "manifest.json").read_text())
             data = read_labelled(args.data, args.labels)
@@ -130,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             held = publish(args.model, manifest, evaluation)["heldout"]["metrics"]
             print(json.dumps({k: held[k] for k in ("baseline", "cnn_alone", "ensemble")}, indent=2))
         else:
-            manifest = build(args.version, args.workdir, args.models_root, TRAIN_SPEC, HELDOUT_SPEC)
+            manifest = build(args.version, args.workdir, args.models_root)
             print(json.dumps(manifest["heldout"]["metrics"]["ensemble"], indent=2))
     except (DatasetError, Stage2Error) as error:
         raise SystemExit(f"error: {error}") from None

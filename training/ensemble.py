@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 LOW_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 HIGH_GRID = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995)
 MIN_AMBIGUOUS = 40
+MAX_SVM_POINTS = 3000
 MIN_BAND_SHARE = 0.05
 
 
@@ -90,9 +91,26 @@ def out_of_fold_svm(
     )
     if folds.n_splits < 2:
         return None
-    return cross_val_predict(
-        make_svm(seed, c, gamma), coords, truth, cv=folds, method="decision_function"
-    )
+    decision = np.empty(len(truth))
+    for fit_on, held in folds.split(coords, truth):
+        fit_on = capped(fit_on, seed)
+        svm = make_svm(seed, c, gamma).fit(coords[fit_on], truth[fit_on])
+        decision[held] = svm.decision_function(coords[held])
+    return decision
+
+
+def capped(index: np.ndarray, seed: int) -> np.ndarray:
+    """At most ``MAX_SVM_POINTS`` of ``index`` (a random, reproducible subset): an RBF SVM costs
+    O(n^2) to fit and O(support vectors) per served detection, and 3000 points draw the
+    boundary of a 2D map as well as 10,000."""
+    if len(index) <= MAX_SVM_POINTS:
+        return index
+    return np.sort(np.random.default_rng(seed).choice(index, MAX_SVM_POINTS, replace=False))
+
+
+def fit_svm(coords: np.ndarray, truth: np.ndarray, seed: int, c: float, gamma: float) -> Pipeline:
+    chosen = capped(np.arange(len(truth)), seed)
+    return make_svm(seed, c, gamma).fit(coords[chosen], truth[chosen])
 
 
 def choose_svm_parameters(coords: np.ndarray, truth: np.ndarray, seed: int) -> dict:
@@ -138,12 +156,13 @@ def choose(
     the SVM clearly beats the best constant decision out of fold; then C and gamma on that
     band. The
     best band whose refitted SVM is not constant over the training map wins."""
-    grid = []
+    grid, seen = [], set()
     for low in LOW_GRID:
         for high in HIGH_GRID:
             band = (score >= low) & (score < high)
-            if band.mean() < min_band_share:
-                continue
+            if band.mean() < min_band_share or band.tobytes() in seen:
+                continue  # too narrow, or the same cutouts as a band already tried
+            seen.add(band.tobytes())
             out_of_fold = out_of_fold_svm(coords[band], truth[band], seed)
             if out_of_fold is None:
                 continue
@@ -167,7 +186,7 @@ def choose(
         low, high = row["low"], row["high"]
         band = (score >= low) & (score < high)
         parameters = choose_svm_parameters(coords[band], truth[band], seed)
-        svm = make_svm(seed, parameters["c"], parameters["gamma"]).fit(coords[band], truth[band])
+        svm = fit_svm(coords[band], truth[band], seed, parameters["c"], parameters["gamma"])
         if is_constant(svm, map_coords):
             constant += 1
             continue

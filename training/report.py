@@ -12,6 +12,41 @@ from training.evaluate import Evaluation
 
 CURVE_PNG, MAP_PNG = "score_curve.png", "umap_map.png"
 TARGET_FOM, TARGET_LOW_SNR_BALANCED_ACCURACY = 0.94, 0.85
+GENERALISATION = ("cross.md", "lofo.md")  # written by `python -m training experiment`
+
+# The 2020 ensemble on DR1 (HETDEX brief): CNN score bands, and per-class accuracy (appendix).
+BANDS_2020 = {"discard": (18200, 0.9884), "ambiguous": (17448, 0.7740), "keep": (35029, 0.0485)}
+PER_CLASS_2020 = {-1: 46.2, 0: 89.4, 1: 83.5, 2: 63.5, 3: 40.6, 4: 89.9, 5: 89.1}
+
+
+def bands_beside_2020(bands: list[dict]) -> list[str]:
+    total, total_2020 = sum(b["count"] for b in bands), sum(c for c, _ in BANDS_2020.values())
+    lines = [
+        "| band | count | share | contamination | 2020 count | 2020 share | 2020 contamination |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in bands:
+        count, contamination = BANDS_2020[b["band"]]
+        lines.append(
+            f"| {b['band']} | {b['count']} | {b['count'] / total:.3f} | "
+            f"{b['contamination']:.4f} | {count} | {count / total_2020:.3f} | {contamination:.4f} |"
+        )
+    return lines
+
+
+def per_class_beside_2020(per_class: dict) -> list[str]:
+    header = " | ".join(str(c) for c in VISUAL_CLASSES)
+    row = " | ".join(
+        f"{100 * per_class[str(c)]['accuracy']:.1f}" if str(c) in per_class else "-"
+        for c in VISUAL_CLASSES
+    )
+    row_2020 = " | ".join(str(PER_CLASS_2020.get(c, "-")) for c in VISUAL_CLASSES)
+    return [
+        f"| accuracy (%) by visual class | {header} |",
+        "|---" * (len(VISUAL_CLASSES) + 1) + "|",
+        f"| this model | {row} |",
+        f"| 2020 (appendix) | {row_2020} |",
+    ]
 
 
 def plot_curve(evaluation: Evaluation, path: Path) -> None:
@@ -136,17 +171,47 @@ def render_markdown(manifest: dict, held: dict) -> str:
             f"{_verdict(low_snr['balanced_accuracy'] >= TARGET_LOW_SNR_BALANCED_ACCURACY)} "
             f"({low_snr['balanced_accuracy']:.4f})."
         )
+    stage2 = held["stage2"]
     lines += [
-        f"- Share decided by the SVM (ambiguous band): {held['decided_by_svm']:.4f}.",
+        f"- Stage 2 (the SVM) decided {stage2['share']:.4f} of the detections ({stage2['n']}); "
+        f"its accuracy there {stage2['accuracy']:.4f} against {stage2['constant_accuracy']:.4f} "
+        "for the best constant decision.",
+        f"- Flagged `novel`: {held['novel_share']:.4f} of these in-distribution detections "
+        f"(threshold {manifest['novelty']['threshold']:.4f}; target at most 0.01).",
         "",
+    ]
+    for other in manifest.get("heldout_other", []):
+        metrics_other = other["metrics"]
+        lines += [
+            f"Also held out: {metrics_other['data']['detections']} detections, "
+            f"{other['description']}.",
+            "",
+            "| decision | completeness | contamination | FoM | balanced accuracy | kept |",
+            "|---|---|---|---|---|---|",
+            _row("CNN alone", metrics_other["cnn_alone"]),
+            _row("ensemble", metrics_other["ensemble"]),
+            "",
+            f"- S/N 4.8-5.5 balanced accuracy (ensemble): "
+            f"{metrics_other['by_snr']['ensemble']['4.8-5.5']['balanced_accuracy']:.4f}; "
+            f"stage 2 decided {metrics_other['stage2']['share']:.4f} "
+            f"(accuracy {metrics_other['stage2']['accuracy']:.4f} against "
+            f"{metrics_other['stage2']['constant_accuracy']:.4f} constant); flagged novel "
+            f"{metrics_other['novel_share']:.4f}.",
+            "",
+        ]
+    present = [name for name in GENERALISATION if (Path(manifest["model_dir"]) / name).is_file()]
+    if present:
+        lines += [
+            "## On data it was not built from",
+            "",
+            "The cross-simulator matrix and leave-one-family-out runs, each with the command "
+            "that reproduces it: " + ", ".join(f"[{name}]({name})" for name in present) + ".",
+            "",
+        ]
+    lines += [
         f"## CNN score bands (thresholds low = {thresholds['low']}, high = {thresholds['high']})",
         "",
-        "| band | count | contamination |",
-        "|---|---|---|",
-        *[
-            f"| {b['band']} | {b['count']} | {b['contamination']:.4f} |"
-            for b in held["score_bands"]
-        ],
+        *bands_beside_2020(held["score_bands"]),
         "",
         f"![score curve]({CURVE_PNG})",
         "",
@@ -159,6 +224,7 @@ def render_markdown(manifest: dict, held: dict) -> str:
         name = VISUAL_CLASS_NAMES[int(key)]
         alone = held["per_class_accuracy"]["cnn_alone"][key]["accuracy"]
         lines.append(f"| {key} {name} | {row['n']} | {alone:.4f} | {row['accuracy']:.4f} |")
+    lines += ["", *per_class_beside_2020(held["per_class_accuracy"]["ensemble"])]
     lines += [
         "",
         "## By catalogue S/N",
@@ -220,5 +286,7 @@ def write_report(model_dir: Path, manifest: dict, evaluation: Evaluation) -> Pat
     plot_curve(evaluation, model_dir / CURVE_PNG)
     plot_map(model_dir, manifest, evaluation, model_dir / MAP_PNG)
     path = model_dir / "REPORT.md"
-    path.write_text(render_markdown(manifest, manifest["heldout"]["metrics"]))
+    path.write_text(
+        render_markdown({**manifest, "model_dir": str(model_dir)}, manifest["heldout"]["metrics"])
+    )
     return path

@@ -29,8 +29,10 @@ at column 50) combined into ``im_sum`` as a weighted mean with PSF weights summi
   red-rising sky continuum and bumps at the sky lines (3545, 4358, 5199, 5461 A); read noise is
   2.8-4.5 e-. The illumination is the own trace plus both neighbour wings plus a scattered-light
   floor, so noise is highest on the trace and, in the sky-poor blue, nearly read-noise flat.
-  Pixel noise is correlated along wavelength (rho 0-0.35, the resampling of the spectra) and
-  weakly across rows (rho 0-0.15).
+  Every detection also keeps a faint copy of the sky from a ~1% sky-model error.
+  Pixel noise is correlated by a small kernel (the resampling of the spectra): a 3-tap along
+  wavelength (side taps 0-0.35 of the centre, neighbour correlation up to ~0.55) and a 2-tap
+  across rows (0-0.15).
 * Masking. Masked pixels are exactly 0 in the fiber where they occur. In ``im_sum`` a pixel is 0
   where the top fiber is masked; pixels masked only in other fibers are left out of the weighted
   mean (the weights are renormalised). No other pixel is ever exactly 0.
@@ -55,10 +57,20 @@ Spurious (0, 1, 2): ``b_cosmic_ray``, ``b_sky_residual``, ``b_continuum_absorpti
 ``b_noise_spike`` (0, 1), ``b_noise_gaussian`` and ``b_noise_fiber`` (1, 2).
 :data:`FAMILY_NOTES` says in one line what each renders.
 
+Classes and S/N
+---------------
+``sn = 4.8 + excess``: class 5 lognormal (median ~10, a tail past 50), class 4 median ~6.4,
+class 3 median ~5.2, classes 0/1/2 exponential (scales 0.4/0.35/0.3, so mostly 4.8-5.5), classes
+-1/-2 lognormal with long tails. Class 2's main family (Gaussian noise conditioned on the filter
+reading ``sn``) is, by construction, a line-shaped excursion at the S/N of class 3's faint real
+lines, so "possibly spurious" and "possibly real" are genuinely ambiguous; class 3 lines also
+get more masked hits and stray cosmic rays than brighter ones.
+
 Reproducibility: detection ``i`` uses ``np.random.default_rng([seed, i])`` only, so it depends on
 (seed, i, class) and nothing else; the class order is shuffled by a separate stream of the seed.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,6 +92,11 @@ _ORDER_STREAM = (0xFFFFFFFF, 0xB)  # keeps the shuffle stream apart from the per
 _NOT_ZERO = np.float32(1e-6)
 
 
+def _clamp(value: float, low: float, high: float) -> float:
+    """Scalar clip (np.clip costs microseconds per call on scalars)."""
+    return min(max(float(value), low), high)
+
+
 def _profile(dy: np.ndarray) -> np.ndarray:
     """Cross-dispersion profile of one fiber on the CCD (peak 1), from the brief."""
     return np.exp(-(np.abs(dy) ** 2.5) / (2.0 * 2.5**2.5))
@@ -95,7 +112,6 @@ _THROUGHPUT = np.array([0.12, 0.164, 0.643, 1.0, 1.0, 0.97])
 # Sky emission lines (A, sigma A, strength relative to the continuum): they raise the noise and
 # are where sky-subtraction residuals appear.
 _SKY_LINES = ((3545.0, 7.0, 0.6), (4358.3, 2.5, 0.5), (5199.0, 2.6, 1.2), (5460.7, 2.4, 0.9))
-_RESIDUAL_LINES = (3545.0, 5199.0, 5460.7)  # one per SKY_RESIDUAL_WINDOWS_A window
 _ABSORPTION_GAPS = ((3775.0, 3785.0, 0.45), (4503.0, 4513.0, 0.35), (3945.0, 3957.0, 0.20))
 
 
@@ -105,7 +121,7 @@ def _fiber_layout() -> tuple[np.ndarray, np.ndarray]:
     i, j = np.meshgrid(np.arange(-5, 6), np.arange(-5, 6))
     x = pitch * (i + 0.5 * j)
     y = pitch * np.sqrt(3.0) / 2.0 * j
-    keep = np.hypot(x, y) < 8.0
+    keep = np.hypot(x, y) < 7.0  # covers the 30 brightest fibers wherever the source sits
     base = np.stack([x[keep], y[keep]], axis=1)
     dithers = np.array([[0.0, 0.0], [pitch / 2, pitch / 12**0.5], [pitch / 2, -pitch / 12**0.5]])
     xy = np.concatenate([base + d for d in dithers])
@@ -143,19 +159,17 @@ class _Scene:
         self._sky(u, z)
         low, high = col_corr or (0.0, 0.35)
         self._noise(rng, low + (high - low) * u[20], 0.15 * u[21])
+        # self.extra (absolute counts: nuisances) starts as the sky-model error set in _sky.
         self.feature = np.zeros(_SHAPE)  # scaled to the catalogue S/N, counted by the filter
         self.companion = np.zeros(_SHAPE)  # scaled with the feature, not counted (continuum)
-        self.extra = np.zeros(_SHAPE)  # absolute counts (nuisances)
         self.mask = np.zeros((TOP_FIBERS, ROWS, PRODUCT_COLUMNS), dtype=bool)
         self.t_center = 0.0
         self.t_sigma = self.inst_px
         self.conditional = False
         self.twin = False
-        self.amp = np.ones(_SLOTS)  # how a feature shared by all fibers enters each slot
-        self.amp[TOP_FIBERS] = self.rest_w1
 
     def _fibers(self, u: np.ndarray, z: np.ndarray) -> None:
-        seeing = float(np.clip(1.8 * np.exp(0.22 * z[0]), 1.1, 3.4))
+        seeing = _clamp(1.8 * np.exp(0.22 * z[0]), 1.1, 3.4)
         fwhm = np.hypot(seeing, 0.75)  # the 1.5" aperture blurs the PSF it samples
         alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / _MOFFAT_BETA) - 1.0))
         jitter = 0.15 * z[1:7].reshape(3, 2)
@@ -167,7 +181,6 @@ class _Scene:
         order = np.argsort(light)[::-1][:n]
         w = light[order] / light[order].sum()
         rest = w[TOP_FIBERS:]
-        self.seeing = seeing
         self.w = w[:TOP_FIBERS]
         self.rest_w1 = float(rest.sum())
         self.slot_w = np.ones(_SLOTS)  # im_sum = slot_w . stack
@@ -175,13 +188,15 @@ class _Scene:
         self.source_w = self.slot_w.copy()  # a source's light in a fiber goes as its weight
         self.source_w[TOP_FIBERS] = float(rest @ rest)
         self.fiber_thr = throughput[order[:TOP_FIBERS]]
+        self.amp = np.ones(_SLOTS)  # how a feature shared by all fibers enters each slot
+        self.amp[TOP_FIBERS] = self.rest_w1
 
     def _trace(self, u: np.ndarray, z: np.ndarray) -> None:
         dy = np.zeros(_SLOTS)
         dy[:TOP_FIBERS] = np.clip(0.2 * z[7:11], -0.6, 0.6)
         spacing = 8.0 + 1.2 * u[8]
         rel = _ROW[None, :] - dy[:, None]
-        own, above, below = _profile(np.stack([rel, rel - spacing, rel + spacing]))
+        own, above, below = _profile(rel + np.array([0.0, -spacing, spacing])[:, None, None])
         near = 0.85 + 0.3 * u[9:11]
         wings = near[0] * above + near[1] * below
         self.trace_rows = own / _PROFILE_FLUX  # (5, 9): a unit flux per column
@@ -203,12 +218,15 @@ class _Scene:
         level = 25.0 * np.exp(0.6 * z[15])
         self.sky = level * self.throughput * (lam / 5000.0) * (1.0 + lines)
         self.sky_img = self.illum[:, :, None] * self.sky  # (5, 9, 100) sky counts per pixel
-        var = self.sky_img.copy()
-        var[:TOP_FIBERS] *= self.fiber_thr[:, None, None]
-        var += (2.8 + 1.7 * u[17]) ** 2  # read noise
-        var[TOP_FIBERS] *= self.source_w[TOP_FIBERS]  # the rest is a weighted sum
-        self.var = var
-        self.var_sum = _combine(self.slot_w**2, var)  # what the pipeline believes
+        sky_scale = self.source_w.copy()  # the rest is a weighted sum of fibers
+        sky_scale[:TOP_FIBERS] = self.fiber_thr
+        read_scale = np.ones(_SLOTS)
+        read_scale[TOP_FIBERS] = self.source_w[TOP_FIBERS]
+        self.var = self.sky_img * sky_scale[:, None, None]
+        self.var += ((2.8 + 1.7 * u[17]) ** 2 * read_scale)[:, None, None]  # read noise
+        # A sky model off by ~1% leaves a faint copy of the sky (strongest at sky lines).
+        self.extra = self.sky_img * (0.035 * (u[18] - 0.5) * self.amp)[:, None, None]
+        self.var_sum = _combine(self.slot_w**2, self.var)  # what the pipeline believes
 
     def _noise(self, rng: Generator, rho_col: float, rho_row: float) -> None:
         """Unit noise made correlated by a small kernel (the resampling of the spectra: a
@@ -255,10 +273,13 @@ class _Scene:
     def _line_template(centre: float, sigma: float) -> np.ndarray:
         """A Gaussian of the fitted width minus its local mean (the line + continuum fit)."""
         sigma = max(sigma, 0.8)
-        d = _COL - centre
-        g = np.exp(-0.5 * (d / sigma) ** 2)
-        window = np.abs(d) <= max(10.0, 3.0 * sigma + 6.0)
-        return np.where(window, g - g[window].mean(), 0.0)
+        half = max(10.0, 3.0 * sigma + 6.0)
+        low = max(math.ceil(centre - half) + PRODUCT_LINE_COLUMN, 0)
+        high = min(math.floor(centre + half) + PRODUCT_LINE_COLUMN + 1, PRODUCT_COLUMNS)
+        g = np.zeros(PRODUCT_COLUMNS)
+        segment = np.exp(-0.5 * ((_COL[low:high] - centre) / sigma) ** 2)
+        g[low:high] = segment - segment.mean()
+        return g
 
     def column_response(self, cols: np.ndarray, centre: float, sigma: float) -> float:
         """Sign check for a candidate feature's wavelength shape along the trace."""
@@ -271,7 +292,7 @@ class _Scene:
         t = self.trace_rows[TOP_FIBERS][:, None] * g[None, :]
         t[self.mask[0]] = 0.0
         tv = t / self.var_sum
-        return tv / np.sqrt((t * tv).sum()), t
+        return tv / max(np.sqrt((t * tv).sum()), 1e-12), t
 
     def render(self, sn: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Scale the feature to the catalogue S/N; return im_sum, fibers, its mask, S/N read."""
@@ -283,24 +304,41 @@ class _Scene:
         if self.conditional:
             # Exact Gaussian conditioning on the filter output: Cov(slot, S/N) ~ w_k V_k u.
             self.feature = self.var * t[None] * self.slot_w[:, None, None]
-        flat_u = u.ravel()
+        if self.mask.any():
+            # Masked pixels leave the weighted mean (the others are renormalised); where the top
+            # fiber is masked im_sum is 0. Per-pixel slot weights make that one linear map.
+            kept = 1.0 - (self.w @ self.mask.reshape(TOP_FIBERS, -1)).reshape(ROWS, -1)
+            weights = np.empty(_SHAPE)
+            weights[:TOP_FIBERS] = self.w[:, None, None] * ~self.mask
+            weights[TOP_FIBERS] = 1.0
+            weights /= kept
+            weights[:, self.mask[0]] = 0.0
+            weighted_u = (weights * u).reshape(_SLOTS, -1)
 
-        def read(stack: np.ndarray) -> float:
-            return float(self.slot_w @ (stack.reshape(_SLOTS, -1) @ flat_u))
+            def combine(stack: np.ndarray) -> np.ndarray:
+                return (weights * stack).sum(axis=0)
+
+            def read(stack: np.ndarray) -> float:
+                """What the filter reads on im_sum from this stack."""
+                return float((weighted_u * stack.reshape(_SLOTS, -1)).sum())
+
+        else:
+            flat_u = u.ravel()
+
+            def combine(stack: np.ndarray) -> np.ndarray:
+                return _combine(self.slot_w, stack)
+
+            def read(stack: np.ndarray) -> float:
+                return float(self.slot_w @ (stack.reshape(_SLOTS, -1) @ flat_u))
 
         base = self.noise + self.extra
         m_feature, m_companion, m_rest = read(self.feature), read(self.companion), read(base)
         m_signal = max(m_feature + m_companion, 0.5 * m_feature)  # a continuum leaks in a little
         scale = max(sn - m_rest, 0.4 * sn) / m_signal if m_feature > 0 else 0.0
         x = base + scale * (self.feature + self.companion)
+        im = combine(x)
         fibers = x[:TOP_FIBERS]
-        if self.mask.any():  # masked pixels leave the weighted mean; the top fiber's stay 0
-            fibers[self.mask] = 0.0
-            kept = 1.0 - (self.w @ self.mask.reshape(TOP_FIBERS, -1)).reshape(ROWS, -1)
-            im = (_combine(self.w, fibers) + x[TOP_FIBERS]) / kept
-            im[self.mask[0]] = 0.0
-        else:
-            im = _combine(self.slot_w, x)
+        fibers[self.mask] = 0.0
         im = im.astype(np.float32)
         fibers = fibers.astype(np.float32)
         im[(im == 0.0) & ~self.mask[0]] = _NOT_ZERO
@@ -334,7 +372,7 @@ def _wave_near_sky(rng: Generator) -> float:
     low, high = TRUSTED_WAVE_RANGE_A
     if not low <= wave <= high:
         wave = 2.0 * centre - wave
-    return float(np.clip(wave, low, high))
+    return _clamp(wave, low, high)
 
 
 def _wave_absorption(rng: Generator) -> float:
@@ -349,7 +387,7 @@ def _wave_absorption(rng: Generator) -> float:
 
 def _centre(rng: Generator, spread: float = 0.25, limit: float = 0.7) -> float:
     """Where the fitted centroid lands relative to column 50."""
-    return float(np.clip(rng.normal(0.0, spread), -limit, limit))
+    return _clamp(rng.normal(0.0, spread), -limit, limit)
 
 
 def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -551,7 +589,7 @@ def _continuum_absorption(sc: _Scene, rng: Generator) -> None:
         for _ in range(int(rng.integers(0, 4))):  # other lines of the star in the window
             where = rng.choice([-1.0, 1.0]) * rng.uniform(16.0, 45.0)
             depth -= rng.uniform(0.1, 0.5) * _gauss(_COL - where, sc.sigma_px(3.0))
-        sigma = float(np.clip(rng.uniform(0.22, 0.4) * half_gap, 0.9, 2.2))  # the peak's width
+        sigma = _clamp(rng.uniform(0.22, 0.4) * half_gap, 0.9, 2.2)  # the peak's width
         profile = cont * np.clip(depth, 0.05, None)
         if sc.column_response(profile, offset, sigma) > 0.0:
             break
@@ -609,7 +647,7 @@ def _noise_incoherent(sc: _Scene, rng: Generator) -> None:
         col = PRODUCT_LINE_COLUMN + int(rng.integers(-6, 7))
         stack[k, int(rng.integers(ROWS)), col] -= rng.exponential(0.7) / sc.slot_w[k]
     sc.feature += stack
-    sc.t_center, sc.t_sigma = centre, float(np.clip(spread, 1.0, 2.5))
+    sc.t_center, sc.t_sigma = centre, _clamp(spread, 1.0, 2.5)
 
 
 def _noise_correlated(sc: _Scene, rng: Generator) -> None:
@@ -676,7 +714,7 @@ def _bad_amp_wiggle(sc: _Scene, rng: Generator) -> None:
     else:
         rows = sc.illum / sc.illum.max(axis=1, keepdims=True)
     sc.feature += sc.shared(rows[:, :, None] * cols, slots)
-    sc.t_center, sc.t_sigma = centre, float(np.clip(period / 5.0, 0.9, 4.0))
+    sc.t_center, sc.t_sigma = centre, _clamp(period / 5.0, 0.9, 4.0)
 
 
 def _bad_amp_noisy(sc: _Scene, rng: Generator) -> None:
@@ -730,7 +768,7 @@ def _bad_amp_pedestal(sc: _Scene, rng: Generator) -> None:
         soft = rng.uniform(0.2, 0.8)
         cols = 1.0 / (1.0 + np.exp(-(_COL - centre + half) / soft))
         cols = cols / (1.0 + np.exp((_COL - centre - half) / soft))
-        sigma = float(np.clip(half / 1.5, 0.9, 6.0))
+        sigma = _clamp(half / 1.5, 0.9, 6.0)
     if rng.random() < 0.3:
         rows = _gauss(_ROW - rng.uniform(-3, 3), rng.uniform(1.0, 2.5))
     else:
@@ -809,7 +847,7 @@ def _bad_column_wide(sc: _Scene, rng: Generator) -> None:
     cols = 1.0 / (1.0 + np.exp(-(_COL - centre + width / 2) / soft))
     cols = cols / (1.0 + np.exp((_COL - centre - width / 2) / soft))
     sc.feature += sc.shared(_across_rows(rng)[:, None] * cols, _defect_slots(rng))
-    sc.t_center, sc.t_sigma = centre, float(np.clip(width / 2.5, 1.0, 5.0))
+    sc.t_center, sc.t_sigma = centre, _clamp(width / 2.5, 1.0, 5.0)
 
 
 def _bad_flat_dip(sc: _Scene, rng: Generator) -> None:
@@ -862,7 +900,7 @@ def _bad_charge_trap(sc: _Scene, rng: Generator) -> None:
         image = _across_rows(rng)[:, None] * cols
     sc.feature += sc.shared(image, _defect_slots(rng))
     sc.t_center = start + direction * tau * 0.5
-    sc.t_sigma = float(np.clip(tau / 1.5, 0.9, 3.0))
+    sc.t_sigma = _clamp(tau / 1.5, 0.9, 3.0)
 
 
 # --- the catalogue ---------------------------------------------------------------------------
@@ -1043,8 +1081,8 @@ def _draw_sn(rng: Generator, vis_class: int) -> float:
 
 
 def _nuisances(sc: _Scene, rng: Generator, vis_class: int) -> None:
-    """What happens to any detection: sky-scale error, masked hits, stray cosmic rays."""
-    sc.extra += rng.normal(0.0, 0.01) * sc.shared(sc.sky_img)
+    """What happens to any detection: masked hits and stray cosmic rays (and, in the scene,
+    the sky-model error)."""
     messy = 3.0 if vis_class == 3 else 1.0  # a 'possibly real' line is often a messy one
     for k in range(TOP_FIBERS):
         if rng.random() < (0.05 if k == 0 else 0.08) * messy:

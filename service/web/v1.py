@@ -29,7 +29,9 @@ def run(detections: list[Detection], timings: dict[str, float]) -> Outcome:
 def respond(payload: dict, outcome: Outcome, size: int) -> Response:
     with stage(outcome.timings, "encode"):
         body = codec.encode(payload)
-    context.telemetry().observe_scoring(size, outcome.scored, outcome.timings, outcome.decisions)
+    context.telemetry().observe_scoring(
+        size, outcome.scored, outcome.timings, outcome.decisions, outcome.novel
+    )
     return Response(body, mimetype=codec.JSON)
 
 
@@ -67,7 +69,9 @@ def render_one() -> Response:
     bundle = context.runtime().plane.scorer.bundle
     with stage(outcome.timings, "encode"):
         body = render.render_png(bundle, detection.cutout, outcome.results[0])
-    context.telemetry().observe_scoring(1, outcome.scored, outcome.timings, outcome.decisions)
+    context.telemetry().observe_scoring(
+        1, outcome.scored, outcome.timings, outcome.decisions, outcome.novel
+    )
     return Response(body, mimetype=render.PNG)
 
 
@@ -85,6 +89,7 @@ def model() -> Response:
         "normalization": manifest["normalization"],
         "thresholds": manifest["thresholds"],
         "umap_input": manifest["umap"]["input"],
+        "novelty_threshold": runtime.plane.scorer.bundle.novelty.threshold,  # the one in use
         "max_batch": context.settings().max_batch,
         "artifacts": manifest["artifacts"],
         "heldout_metrics": {

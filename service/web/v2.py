@@ -97,7 +97,7 @@ def infer(name: str, version: str | None) -> Response:
     with stage(outcome.timings, "encode"):
         body, header_length = oip.encode_response(parsed, oip.columns(outcome.results), served)
     context.telemetry().observe_scoring(
-        len(detections), outcome.scored, outcome.timings, outcome.decisions
+        len(detections), outcome.scored, outcome.timings, outcome.decisions, outcome.novel
     )
     if header_length is None:
         return Response(body, mimetype=JSON)

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import requests
 
+from service.manifest import newest_model_dir
 from tests.live import LINESCORE, ROOT, free_port, live_server
 
-PACKAGED = ROOT / "models" / "1.0.0"
+PACKAGED = newest_model_dir(ROOT / "models")
 
 
 def npy_batch(size: int) -> bytes:
@@ -70,7 +71,7 @@ def test_no_model_fails_at_start_with_a_clear_message(tmp_path, setting, message
 
 @pytest.mark.parametrize("damage", ["corrupted", "swapped"])
 def test_a_bad_artifact_never_becomes_ready_and_the_log_names_it(tmp_path, damage):
-    model = tmp_path / "models" / "1.0.0"
+    model = tmp_path / "models" / PACKAGED.name
     shutil.copytree(PACKAGED, model)
     svm = model / "svm.joblib"
     if damage == "corrupted":

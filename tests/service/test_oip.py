@@ -71,6 +71,7 @@ def results(n: int) -> list[dict]:
             "svm_score": float(rng.normal()),
             "decision": ["real", "fake"][i % 2],
             "stage": "svm" if i % 3 == 0 else "cnn",
+            "novelty": float(np.float32(rng.random())),
             "flags": [],
         }
         for i in range(n)
@@ -91,12 +92,42 @@ def test_responses_decode_with_tritonclient(binary):
         "r9",
     )
     assert [o["name"] for o in response["outputs"]] == list(oip.OUTPUTS)
-    for name in ("cnn_score", "umap", "svm_score"):
+    for name in ("cnn_score", "umap", "svm_score", "novelty"):
         expected = np.array([r[name] for r in items], dtype=np.float32)
         np.testing.assert_array_equal(result.as_numpy(name), expected)
+    assert result.as_numpy("novelty").dtype == np.float32
+    assert result.as_numpy("novelty").shape == (4,)
     for name in ("decision", "stage"):
         decoded = [v.decode() if binary else v for v in result.as_numpy(name).tolist()]
         assert decoded == [r[name] for r in items]
+
+
+def test_novelty_alone_can_be_asked_for_by_name_binary_or_not():
+    outputs = [InferRequestedOutput("novelty", binary_data=True)]
+    request = oip.decode_request(*client_request(cutouts(1), True, outputs), MAX_BATCH)
+    assert request.outputs == [("novelty", True)]
+    items = results(3)
+    body, header_length = oip.encode_response(request, oip.columns(items), "1.0.0")
+    result = InferResult.from_response_body(body, header_length=header_length)
+    ((output,),) = [result.get_response()["outputs"]]
+    assert output == {
+        "name": "novelty",
+        "datatype": "FP32",
+        "shape": [3],
+        "parameters": {"binary_data_size": 12},
+    }
+    assert body[header_length:] == np.array([r["novelty"] for r in items], "<f4").tobytes()
+    as_json = oip.decode_request(json_with_outputs({"name": "novelty"}), None, MAX_BATCH)
+    body, header_length = oip.encode_response(as_json, oip.columns(items), "1.0.0")
+    assert header_length is None
+    assert json.loads(body)["outputs"] == [
+        {
+            "name": "novelty",
+            "datatype": "FP32",
+            "shape": [3],
+            "data": [r["novelty"] for r in items],
+        }
+    ]
 
 
 def test_mixed_response_puts_only_binary_outputs_after_the_header():
@@ -119,6 +150,7 @@ def test_metadata_declares_the_tensors():
         "svm_score": ("FP32", [-1]),
         "decision": ("BYTES", [-1]),
         "stage": ("BYTES", [-1]),
+        "novelty": ("FP32", [-1]),
     }
     assert oip.server_metadata("0.1.0")["extensions"] == ["binary_tensor_data"]
 

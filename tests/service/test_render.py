@@ -48,6 +48,47 @@ def test_100_column_products_and_wave_are_accepted(client, tiny_data):
     assert reply.status_code == 200 and reply.data.startswith(PNG_MAGIC)
 
 
+def rendered_titles(client, monkeypatch, body: dict) -> str:
+    """The cutout panel's title of the PNG that /v1/render draws for ``body``."""
+    titles = []
+    draw = render.draw_cutout
+
+    def spy(axes, colorbar_axes, model_input, result):
+        draw(axes, colorbar_axes, model_input, result)
+        titles.append(axes.get_title(loc="left"))
+
+    monkeypatch.setattr(render, "draw_cutout", spy)
+    reply = client.post("/v1/render", json=body)
+    assert reply.status_code == 200 and reply.data.startswith(PNG_MAGIC)
+    (title,) = titles
+    return title
+
+
+def test_the_title_shows_the_novelty_and_says_novel(client, tiny_data, monkeypatch, novel_cutout):
+    ordinary = cutout_of(tiny_data, 5)
+    scored = client.post("/v1/score", json={"cutout": ordinary}).get_json()
+    title = rendered_titles(client, monkeypatch, {"detectid": 3, "cutout": ordinary})
+    assert title.splitlines()[2] == f"{render.novelty_phrase(scored)}; flags: none"
+    assert title.splitlines()[2].startswith("novelty 0.") and "(novel)" not in title
+    title = rendered_titles(client, monkeypatch, {"detectid": 4, "cutout": novel_cutout.tolist()})
+    assert "novelty 1.00 (novel); flags: novel" in title
+
+
+@pytest.mark.parametrize(
+    ("novelty", "flags", "phrase"),
+    [
+        (0.97, ["novel"], "novelty 0.97 (novel)"),
+        (0.29, [], "novelty 0.29"),  # float32 0.29 is 0.28999999: not shown as 0.28
+        (0.996, [], "novelty 0.99"),  # rounded down: below a threshold of 1, never 1.00
+        (1.0, ["mostly_masked", "novel"], "novelty 1.00 (novel)"),
+        (0.0, [], "novelty 0.00"),
+    ],
+)
+def test_novelty_phrase(novelty, flags, phrase):
+    value = float(np.float32(novelty))
+    assert render.novelty_phrase({"novelty": value, "flags": flags}) == phrase
+
+
 def test_real_and_fake_cutouts_render_differently(client, tiny_data):
     real, fake = (
         pixels(client.post("/v1/render", json={"detectid": 1, "cutout": cutout_of(tiny_data, c)}))

@@ -27,17 +27,26 @@ import requests
 from astropy.table import Table
 
 from service import scorefile
-from service.catalogue import JOURNAL_COLUMNS, CatalogueError, Journal
+from service.catalogue import (
+    JOURNAL_COLUMNS,
+    CatalogueError,
+    Journal,
+    error_row,
+    result_row,
+    write_table,
+)
 from service.cli import main
-from tests.live import LINESCORE, free_port, live_server
+from service.manifest import newest_model_dir
+from tests.live import LINESCORE, ROOT, free_port, live_server
 from training.dataset import write_dataset
 from training.simulate import simulate
 
 TOKEN = "night-shift-token"
 BATCH = 16
 MAX_BATCH = 100
+PACKAGED_VERSION = newest_model_dir(ROOT / "models").name
 BAD = 37  # this detection's cutout holds a NaN: the server answers an item error for it
-FLOATS = ("cnn_score", "umap_x", "umap_y", "svm_score")
+FLOATS = ("cnn_score", "umap_x", "umap_y", "svm_score", "novelty")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +117,7 @@ def test_full_run_matches_the_batch_endpoint(server, night, clean, file_ids):
             {**result, "model_version": answer["model_version"]} for result in answer["results"]
         ]
     for row, result in zip(rows, expected, strict=True):
-        assert row["model_version"] == result["model_version"] == "1.0.0"
+        assert row["model_version"] == result["model_version"] == PACKAGED_VERSION
         if "error" in result:
             problem = result["error"]
             assert (row["error_status"], row["error_title"]) == (
@@ -125,6 +134,7 @@ def test_full_run_matches_the_batch_endpoint(server, night, clean, file_ids):
             result["cnn_score"],
             *result["umap"],
             result["svm_score"],
+            result["novelty"],
         ]
         assert (row["decision"], row["stage"]) == (result["decision"], result["stage"])
         assert (row["flags"].split(";") if row["flags"] else []) == result["flags"]
@@ -402,10 +412,11 @@ def test_non_ascii_texts_from_the_server_are_journalled_as_ascii(server, night, 
     with relay(server, refuse={1: "unicode"}.get) as accented:
         assert score_file(night, accented, out, "--concurrency", "1") == 0
     first = journal_rows(out)[:BATCH]
-    assert {row["model_version"] for row in first} == {"1.0.0 ?"}
+    assert {row["model_version"] for row in first} == {f"{PACKAGED_VERSION} ?"}
     assert all(row["stage"].endswith("?") and row["flags"] == "na?ve" for row in first)
     table = Table.read(out.with_suffix(".fits"))
-    assert table["model_version"][0] == "1.0.0 ?" and table["model_version"][-1] == "1.0.0"
+    assert table["model_version"][0] == f"{PACKAGED_VERSION} ?"
+    assert table["model_version"][-1] == PACKAGED_VERSION
 
 
 def test_a_server_lost_midway_leaves_a_journal_that_a_rerun_completes(
@@ -507,13 +518,84 @@ def test_unusable_input_files_give_one_line(tmp_path, capsys, case):
 def test_a_journal_is_refused_for_another_file_and_while_in_use(tmp_path):
     path = tmp_path / "night.csv"
     with Journal.open(path, np.array([1, 2, 3])) as journal:
-        journal.append([["2", *[""] * 7, "1.0.0", "422", "t", "d", "/cutout/1"]])
+        problem = {"status": 422, "title": "t", "detail": "d", "pointer": "/cutout/1"}
+        journal.append([error_row(2, problem, "1.0.0")])
         with pytest.raises(CatalogueError, match="another score-file run"):
             Journal.open(path, np.array([1, 2, 3]))
     with pytest.raises(CatalogueError, match="belongs to another file"):
         Journal.open(path, np.array([7, 8]))
     with Journal.open(path, np.array([1, 2, 3])) as journal:
         assert journal.done.tolist() == [2] and journal.counts.errors == 1
+
+
+def scored(novelty: float | None, flags: list[str]) -> dict:
+    result = {
+        "cnn_score": 0.25,
+        "umap": [1.5, -2.0],
+        "svm_score": -0.75,
+        "decision": "fake",
+        "stage": "cnn",
+        "flags": flags,
+    }
+    return result if novelty is None else {**result, "novelty": novelty}
+
+
+@pytest.mark.parametrize("table_format", ["fits", "ecsv"])
+def test_novelty_round_trips_through_the_journal_resume_and_table(tmp_path, table_format):
+    """float32 novelty values, read back exactly from the journal, the resumed journal and the
+    table; empty (masked) on error rows and when an older server sent none."""
+    novel, ordinary = float(np.float32(1.0)), float(np.float32(0.28999999))
+    path, ids = tmp_path / "night.csv", np.array([5, 6, 7, 8])
+    problem = {"status": 422, "title": "t", "detail": "d", "pointer": "/cutout/2"}
+    with Journal.open(path, ids) as journal:
+        journal.append(
+            [
+                result_row(5, scored(novel, ["novel"]), "2.0.0"),
+                result_row(6, scored(ordinary, []), "2.0.0"),
+            ]
+        )
+    with Journal.open(path, ids) as journal:  # resumed: the novelty column is understood
+        assert journal.done.tolist() == [5, 6] and journal.counts.fake == 2
+        journal.append([error_row(7, problem, "2.0.0"), result_row(8, scored(None, []), "1.0.0")])
+    rows = journal_rows(path)
+    assert list(rows[0]) == list(JOURNAL_COLUMNS)
+    assert JOURNAL_COLUMNS.index("novelty") == JOURNAL_COLUMNS.index("svm_score") + 1
+    assert [row["novelty"] for row in rows] == [repr(novel), repr(ordinary), "", ""]
+    assert [row["flags"] for row in rows] == ["novel", "", "", ""]
+    destination = tmp_path / f"night.{table_format}"
+    write_table(path, destination, ids, {"source": "night.h5"})
+    table = Table.read(destination)
+    assert table["novelty"].dtype.kind == "f" and table["novelty"].dtype.itemsize == 4
+    assert table["novelty"].tolist() == [novel, ordinary, None, None]
+    assert table["novelty"][1] == np.float32(ordinary)
+    assert [flag or "" for flag in table["flags"].tolist()] == ["novel", "", "", ""]
+
+
+def test_a_journal_from_before_novelty_is_refused_by_name(tmp_path):
+    path = tmp_path / "night.csv"
+    old = [c for c in JOURNAL_COLUMNS if c != "novelty"]
+    path.write_text(
+        ",".join(old)
+        + "\n"
+        + ",".join(["1", "0.5", "1", "2", "0.1", "real"] + [""] * (len(old) - 6))
+        + "\n"
+    )
+    with pytest.raises(CatalogueError, match="older linescore, without the novelty column"):
+        Journal.open(path, np.array([1]))
+
+
+def test_answers_with_novelty_are_accepted_and_bad_novelty_is_not():
+    def answer(*results: dict) -> bytes:
+        return json.dumps({"model_version": "2.0.0", "results": list(results)}).encode()
+
+    rows = scorefile.answer_rows(
+        answer({"detectid": 1, **scored(0.5, [])}, {"detectid": 2, **scored(None, [])}), [1, 2]
+    )
+    novelty = JOURNAL_COLUMNS.index("novelty")
+    assert [row[novelty] for row in rows] == ["0.5", ""]
+    for bad in (1.5, -0.25, "0.5", True):
+        with pytest.raises(scorefile.MalformedAnswerError, match="incomplete result"):
+            scorefile.answer_rows(answer({"detectid": 1, **scored(bad, [])}), [1])
 
 
 def test_the_server_never_imports_the_client_libraries():

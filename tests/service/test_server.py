@@ -97,6 +97,11 @@ def test_single_and_batch_match_local_scoring(server, spec, cutouts):
     np.testing.assert_allclose([r["umap"] for r in results], local.umap, rtol=1e-4, atol=1e-4)
     assert [r["decision"] == "real" for r in results] == local.real.tolist()
     assert [r["stage"] == "svm" for r in results] == local.decided_by_svm.tolist()
+    novelty = [r["novelty"] for r in results]
+    # novelty is a rank among calibration cutouts: a last-digit move may shift it one step
+    np.testing.assert_allclose(novelty, local.novelty, rtol=0, atol=0.01)
+    threshold = scorer.bundle.manifest["novelty"]["threshold"]
+    assert [("novel" in r["flags"]) for r in results] == [value >= threshold for value in novelty]
     low, high = scorer.bundle.thresholds
     for r in results:
         if r["stage"] == "cnn":
@@ -123,9 +128,8 @@ def test_binary_batch_matches_json(server, spec, cutouts):
         timeout=30,
         json={"detections": [{"cutout": c.tolist()} for c in cutouts]},
     ).json()
-    assert [r["cnn_score"] for r in binary.json()["results"]] == [
-        r["cnn_score"] for r in as_json["results"]
-    ]
+    for name in ("cnn_score", "novelty"):
+        assert [r[name] for r in binary.json()["results"]] == [r[name] for r in as_json["results"]]
 
 
 def test_errors_and_per_item_errors_follow_the_spec(server, spec, cutouts):

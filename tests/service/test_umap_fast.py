@@ -25,14 +25,14 @@ def test_membership_matches_umap_learn(rng):
 def test_neighbours_are_the_exact_nearest(sample, rng):
     queries = rng.standard_normal((40, 8)).astype(np.float32)
     indices, distances = sample.neighbours(queries)
-    brute = np.linalg.norm(queries[:, None, :] - sample.train_[None, :, :], axis=2)
+    brute = np.linalg.norm(queries[:, None, :] - sample.neighbours.train_[None, :, :], axis=2)
     np.testing.assert_array_equal(indices, np.argsort(brute, axis=1)[:, :15])
     np.testing.assert_allclose(distances, np.sort(brute, axis=1)[:, :15], rtol=1e-4, atol=1e-4)
 
 
 def test_a_training_point_lands_on_its_own_place(sample):
     np.testing.assert_allclose(
-        sample.transform(sample.train_[:10]), sample.embedding_[:10], atol=1e-5
+        sample.transform(sample.neighbours.train_[:10]), sample.embedding_[:10], atol=1e-5
     )
 
 

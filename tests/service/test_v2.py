@@ -54,8 +54,9 @@ def v1_results(client, cutouts: np.ndarray) -> list[dict]:
 
 
 def assert_same_as_v1(outputs: dict[str, np.ndarray], v1: list[dict]) -> None:
-    """Same scores as /v1; svm_score is FP32 in OIP (float64 in /v1)."""
+    """Same scores as /v1; svm_score is FP32 in OIP (float64 in /v1); novelty FP32 in both."""
     np.testing.assert_array_equal(outputs["cnn_score"], [r["cnn_score"] for r in v1])
+    np.testing.assert_array_equal(outputs["novelty"], [r["novelty"] for r in v1])
     np.testing.assert_array_equal(outputs["umap"], [r["umap"] for r in v1])
     np.testing.assert_allclose(outputs["svm_score"], [r["svm_score"] for r in v1], rtol=1e-6)
     for name in ("decision", "stage"):  # BYTES: str from JSON data, bytes from binary data
@@ -137,7 +138,9 @@ def test_infer_json_and_binary_match_v1(client, tiny_data):
         binary[output["name"]] = reply.data[offset : offset + size]
         offset += size
     assert offset == len(reply.data)
-    outputs = {name: np.frombuffer(binary[name], "<f4") for name in ("cnn_score", "svm_score")}
+    outputs = {
+        name: np.frombuffer(binary[name], "<f4") for name in ("cnn_score", "svm_score", "novelty")
+    }
     outputs["umap"] = np.frombuffer(binary["umap"], "<f4").reshape(6, 2)
     for name in ("decision", "stage"):  # 4-byte little-endian length, then the bytes
         raw, values = binary[name], []
@@ -147,6 +150,38 @@ def test_infer_json_and_binary_match_v1(client, tiny_data):
             raw = raw[4 + size :]
         outputs[name] = values
     assert_same_as_v1(outputs, v1)
+
+
+def test_novelty_output_matches_v1_and_its_novel_flag(client, tiny_data, novel_cutout):
+    cutouts = np.concatenate([tiny_data.im_sum[:3, :, 34:66], novel_cutout[None]])
+    v1 = v1_results(client, cutouts)
+    request = json_request(cutouts, outputs=[{"name": "novelty"}, {"name": "decision"}])
+    (novelty, _) = client.post(INFER, json=request).get_json()["outputs"]
+    assert (novelty["name"], novelty["datatype"], novelty["shape"]) == ("novelty", "FP32", [4])
+    assert novelty["data"] == [r["novelty"] for r in v1]
+    threshold = client.get("/v1/model").get_json()["novelty_threshold"]
+    assert [value >= threshold for value in novelty["data"]] == ["novel" in r["flags"] for r in v1]
+    assert novelty["data"][3] >= threshold  # the bright column is novel
+    body, headers = binary_request(cutouts)
+    header = json.loads(body[: int(headers[oip.HEADER])])
+    header["outputs"] = [{"name": "novelty", "parameters": {"binary_data": True}}]
+    raw = json.dumps(header).encode()
+    reply = client.post(
+        INFER, data=raw + body[int(headers[oip.HEADER]) :], headers={oip.HEADER: str(len(raw))}
+    )
+    assert reply.status_code == 200 and reply.mimetype == oip.OCTET_STREAM
+    length = int(reply.headers[oip.HEADER])
+    assert json.loads(reply.data[:length])["outputs"] == [
+        {
+            "name": "novelty",
+            "datatype": "FP32",
+            "shape": [4],
+            "parameters": {"binary_data_size": 16},
+        }
+    ]
+    np.testing.assert_array_equal(
+        np.frombuffer(reply.data[length:], "<f4"), [r["novelty"] for r in v1]
+    )
 
 
 def test_selected_outputs_only(client, tiny_data):
@@ -194,10 +229,12 @@ def test_an_unexpected_failure_is_a_500_problem_with_an_error_member(client, mon
     as_problem(client.post(INFER, json=json_request(np.zeros((1, 9, 32)))), 500)
 
 
-def test_scoring_is_counted_in_the_metrics(client, tiny_data):
-    assert client.post(INFER, json=json_request(tiny_data.im_sum[:3])).status_code == 200
+def test_scoring_is_counted_in_the_metrics(client, tiny_data, novel_cutout):
+    cutouts = np.concatenate([tiny_data.im_sum[:2, :, 34:66], novel_cutout[None]])
+    assert client.post(INFER, json=json_request(cutouts)).status_code == 200
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "linescore_batch_size_sum 3.0" in metrics
+    assert "linescore_novel_detections_total 1.0" in metrics
     assert 'endpoint="/v2/models/<name>/infer",method="POST",status="200"' in metrics
     assert 'linescore_stage_duration_seconds_count{stage="decode"} 1.0' in metrics
 

@@ -57,3 +57,28 @@ def test_balanced_weights_give_real_and_fake_equal_weight():
     truth = np.array([True] * 3 + [False] * 9)
     weights = balanced_weights(truth)
     assert weights[truth].sum() == weights[~truth].sum()
+
+
+def test_robust_augmentations_change_half_the_draws_and_keep_masks(rng):
+    cutouts = cutouts_with_mask(rng)
+    for name in ("mask", "rows", "pedestal", "correlated"):
+        changed_by = Augmentation.only(name)(cutouts, rng)
+        changed = ~np.all(changed_by == cutouts, axis=(1, 2))
+        assert 10 < changed.sum() < 54, name
+        assert np.all(changed_by[:, :, 20:22] == 0.0), name
+
+
+def test_random_masking_never_masks_the_line(rng):
+    cutouts = cutouts_with_mask(rng)
+    masked = Augmentation.only("mask")(cutouts, rng)
+    assert np.all(masked[:, :, 48:53] == cutouts[:, :, 48:53])
+    assert (masked == 0).sum() > (cutouts == 0).sum()
+
+
+def test_a_pedestal_survives_normalisation(rng):
+    """Median subtraction removes a global offset, not a step: the CNN sees the pedestal."""
+    cutouts = rng.standard_normal((256, 9, 100)).astype(np.float32) + 3
+    stepped = Augmentation.only("pedestal")(cutouts, rng)
+    before, after = prepare(cutouts, Normalization()), prepare(stepped, Normalization())
+    changed = ~np.all(stepped == cutouts, axis=(1, 2))
+    assert np.abs(after[changed, 0] - before[changed, 0]).mean() > 0.25

@@ -15,7 +15,7 @@ def two_clusters(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
 
 
 def test_choose_fits_an_svm_that_decides_where_the_map_separates_the_truth(rng):
-    score, coords, truth = two_clusters(rng, 2000)
+    score, coords, truth = two_clusters(rng, 800)
     choice = choose(score, coords, truth, seed=0, map_coords=coords)
     band = (score >= choice.low) & (score < choice.high)
     assert band.mean() >= 0.05
@@ -27,7 +27,7 @@ def test_choose_fits_an_svm_that_decides_where_the_map_separates_the_truth(rng):
 
 
 def test_choose_refuses_when_the_map_says_nothing_about_the_truth(rng):
-    score, coords, truth = two_clusters(rng, 2000)
+    score, coords, truth = two_clusters(rng, 800)
     shuffled = rng.permutation(coords)  # the map no longer knows the truth
     with pytest.raises(Stage2Error, match="beats the best constant decision"):
         choose(score, shuffled, truth, seed=0, map_coords=shuffled)
@@ -35,7 +35,7 @@ def test_choose_refuses_when_the_map_says_nothing_about_the_truth(rng):
 
 def test_choose_refuses_an_svm_that_is_constant_over_the_map(rng):
     """A band that is almost all fake: the SVM can only say 'fake' on the training map."""
-    n = 2000
+    n = 800
     truth = rng.random(n) < 0.03
     coords = rng.normal(size=(n, 2))
     coords[truth] += [4.0, 0.0]  # the few real ones sit apart, off the training map

@@ -63,3 +63,19 @@ def test_the_tiny_model_learned_something(tiny_model_dir, tiny_data):
     assert validation["balanced_accuracy"] > 0.6
     assert ModelBundle.load(tiny_model_dir).version == "0.0.1"
     assert np.isfinite(validation["fom"])
+
+
+def test_protocol_2020_never_shows_the_cnn_the_other_classes(tiny_data, tmp_path):
+    """CNN on classes 4-5 against 0-1; every class still calibrates the band, SVM and novelty."""
+    from training.ensemble import UmapConfig
+    from training.fit import train_bundle
+    from training.train import TrainConfig
+
+    manifest = train_bundle(
+        tiny_data, tmp_path / "m", "0.0.2", TrainConfig(protocol="2020", epochs=2), UmapConfig()
+    )
+    assert set(manifest["training"]["cnn_train"]["class_counts"]) == {"0", "1", "4", "5"}
+    assert manifest["training"]["config"]["protocol"] == "2020"
+    assert len(manifest["training"]["validation"]["class_counts"]) == 8
+    bundle = ModelBundle.load(tmp_path / "m")
+    assert bundle.manifest["novelty"]["calibration_flagged"] <= 0.05

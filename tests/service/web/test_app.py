@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from service.config import Settings
+from service.pipeline import Scorer
 from service.runtime import ModelRuntime
 from service.web.app import create_app
 
@@ -31,11 +32,13 @@ def test_single_score_has_every_field(client, tiny_data, tiny_runtime):
         "svm_score",
         "decision",
         "stage",
+        "novelty",
         "flags",
         "model_version",
     }
     assert body["detectid"] == 42 and body["model_version"] == "0.0.1"
-    assert body["flags"] == ["sky_residual_window"]
+    assert body["flags"] == ["sky_residual_window"]  # novelty below the threshold: not novel
+    assert 0.0 <= body["novelty"] < tiny_runtime.plane.scorer.bundle.novelty.threshold
     low, high = tiny_runtime.plane.scorer.bundle.thresholds
     expected_stage = "svm" if low <= body["cnn_score"] < high else "cnn"
     assert body["stage"] == expected_stage
@@ -54,7 +57,45 @@ def test_batch_json_and_npz_agree(client, tiny_data):
     assert [r["cnn_score"] for r in as_json["results"]] == pytest.approx(
         [r["cnn_score"] for r in as_npz["results"]], rel=1e-6
     )
+    assert [r["novelty"] for r in as_json["results"]] == pytest.approx(
+        [r["novelty"] for r in as_npz["results"]], abs=1e-6
+    )
     assert [r["detectid"] for r in as_npz["results"]] == [0, 1, 2, 3, 4]
+
+
+def test_every_batch_form_carries_novelty_and_the_novel_flag(
+    client, tiny_data, tiny_runtime, novel_cutout
+):
+    """JSON, npz and npy batches: the scoring core's novelty, and `novel` exactly at or above
+    the manifest's threshold (the bright column only)."""
+    batch = np.concatenate([cutouts(tiny_data, 2), novel_cutout[None], cutouts(tiny_data, 4)[2:]])
+    bundle = tiny_runtime.plane.scorer.bundle
+    expected = Scorer(bundle).score(batch).novelty
+    threshold = bundle.manifest["novelty"]["threshold"]
+    npz, npy = io.BytesIO(), io.BytesIO()
+    np.savez(npz, cutout=batch, detectid=np.arange(5) + 100)
+    np.save(npy, batch)
+    replies = {
+        "json": client.post(
+            "/v1/score/batch", json={"detections": [{"cutout": c.tolist()} for c in batch]}
+        ),
+        "npz": client.post(
+            "/v1/score/batch", data=npz.getvalue(), content_type="application/x-npz"
+        ),
+        "npy": client.post(
+            "/v1/score/batch", data=npy.getvalue(), content_type="application/x-npy"
+        ),
+    }
+    for form, reply in replies.items():
+        assert reply.status_code == 200, form
+        results = reply.get_json()["results"]
+        novelty = [r["novelty"] for r in results]
+        np.testing.assert_allclose(novelty, expected, rtol=0, atol=1e-6, err_msg=form)
+        assert [("novel" in r["flags"]) for r in results] == [v >= threshold for v in novelty]
+        assert [("novel" in r["flags"]) for r in results] == [False, False, True, False, False]
+    single = client.post("/v1/score", json={"cutout": novel_cutout.tolist()}).get_json()
+    assert single["novelty"] == pytest.approx(float(expected[2]), abs=1e-6)
+    assert "novel" in single["flags"]
 
 
 def test_batch_item_errors_do_not_fail_the_others(client, tiny_data):
@@ -140,6 +181,7 @@ def test_model_endpoint_and_openapi(client, tiny_runtime):
     manifest = tiny_runtime.plane.scorer.bundle.manifest
     assert model["version"] == "0.0.1" and model["thresholds"] == manifest["thresholds"]
     assert model["artifacts"] == manifest["artifacts"] and model["max_batch"] == 64
+    assert model["novelty_threshold"] == manifest["novelty"]["threshold"]
     spec = client.get("/openapi.yaml")
     assert spec.status_code == 200 and spec.data.startswith(b"openapi: 3.1")
 
@@ -158,3 +200,25 @@ def test_metrics_count_requests_decisions_and_stages(client, tiny_data):
     assert "linescore_batch_size_sum 3.0" in text
     decided = [line for line in text.splitlines() if line.startswith("linescore_decisions_total{")]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in decided) == 3.0
+    assert "linescore_novel_detections_total 0.0" in text  # clean real lines: none novel
+
+
+def novel_count(client) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    (line,) = [x for x in text.splitlines() if x.startswith("linescore_novel_detections_total ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_novel_detections_are_counted(client, tiny_data, novel_cutout):
+    assert novel_count(client) == 0.0
+    detections = [{"cutout": c.tolist()} for c in (novel_cutout, *cutouts(tiny_data, 2))]
+    detections.append({"cutout": novel_cutout.tolist()})
+    assert client.post("/v1/score/batch", json={"detections": detections}).status_code == 200
+    assert novel_count(client) == 2.0
+    assert client.post("/v1/score", json={"cutout": novel_cutout.tolist()}).status_code == 200
+    assert novel_count(client) == 3.0
+    assert client.post("/v1/render", json={"cutout": novel_cutout.tolist()}).status_code == 200
+    assert novel_count(client) == 4.0
+    ordinary = {"cutout": cutouts(tiny_data, 1)[0].tolist()}
+    assert client.post("/v1/score", json=ordinary).status_code == 200
+    assert novel_count(client) == 4.0
