@@ -36,6 +36,7 @@ experiments: install
 		--workdir $(BUILD)/experiments $(EXPERIMENT_SIZES)
 	$(BIN)/python -m training experiment lofo --out models/$(MODEL_VERSION) \
 		--workdir $(BUILD)/experiments $(EXPERIMENT_SIZES)
+	$(BIN)/python -m training report --model models/$(MODEL_VERSION)
 
 ablation: install
 	$(BIN)/python -m training simulate --out $(BUILD)/ablation.h5 --total 20000 --seed 2020

@@ -17,11 +17,13 @@ from training.build import (
     publish,
     record_heldout,
 )
-from training.dataset import DatasetError, read_labelled, write_dataset
+from training.dataset import DatasetError, LabelledCutouts, read_labelled, write_dataset
 from training.ensemble import Stage2Error, UmapConfig
+from training.evaluate import evaluate
 from training.experiments import ARTIFACT_FAMILIES, VARIANTS, Sizes
 from training.fit import train_bundle
 from training.gallery import write_gallery
+from training.report import write_report
 from training.train import PROTOCOL_CLASSES, TrainConfig
 
 
@@ -76,6 +78,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--labels", type=Path)
 
+    rep = commands.add_parser(
+        "report", help="rewrite REPORT.md of a built model (e.g. after `experiment`)"
+    )
+    rep.add_argument("--model", type=Path, required=True)
+
     abl = commands.add_parser("ablate", help="measure which augmentations help")
     abl.add_argument("--data", type=Path, required=True)
     abl.add_argument("--out", type=Path, required=True, help="Markdown table to write")
@@ -98,6 +105,17 @@ def parser() -> argparse.ArgumentParser:
     bld.add_argument("--workdir", type=Path, default=Path("build"))
     bld.add_argument("--models-root", type=Path, default=Path("models"))
     return root
+
+
+def rewrite_report(model_dir: Path) -> Path:
+    """Re-score the primary held-out set (regenerated from the manifest) and rewrite the report,
+    which then also links and summarises the experiments found beside the model."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    held = manifest["heldout"]
+    data = LabelledCutouts.from_simulated(
+        SimulatedSpec.from_description(held["simulator"]).generate(progress=False)
+    )
+    return write_report(model_dir, manifest, evaluate(model_dir, data, held["umap_transform"]))
 
 
 def run_experiment(args: argparse.Namespace) -> Path:
@@ -161,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     read_labelled(args.data), args.out, args.epochs, args.size, args.seed, command
                 )
             )
+        elif args.command == "report":
+            print(rewrite_report(args.model))
         elif args.command == "experiment":
             print(run_experiment(args))
         elif args.command == "evaluate":

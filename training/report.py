@@ -1,5 +1,6 @@
 """The evaluation report in ``models/<version>/``: REPORT.md plus the plots it links."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,62 @@ def reproduce(manifest: dict) -> str:
     )
 
 
+def generalisation_targets(model_dir: Path) -> list[str]:
+    """The issue's targets on the simulator a model was not trained on, from the experiments'
+    JSON (all-class protocol, default augmentations: the packaged configuration)."""
+    lines = []
+    cross_path, lofo_path = model_dir / "cross.json", model_dir / "lofo.json"
+    if cross_path.is_file():
+        cross = json.loads(cross_path.read_text())
+        for train, test in (("A", "B"), ("B", "A")):
+            r = cross.get(f"all | train {train} | test {test}")
+            if r is None:
+                continue
+            ensemble, low = r["dr1"]["ensemble"], r["low_snr"]["ensemble"]
+            stage2, diff = r["stage2"], r["ensemble_minus_cnn_fom"]
+            lines += [
+                f"- Train {train}, test {test}: DR1-mix FoM >= {TARGET_FOM}: "
+                f"{_verdict(ensemble['fom'] >= TARGET_FOM)} ({ensemble['fom']:.4f}); low-S/N "
+                f"balanced accuracy >= {TARGET_LOW_SNR_BALANCED_ACCURACY}: "
+                f"{_verdict(low['balanced_accuracy'] >= TARGET_LOW_SNR_BALANCED_ACCURACY)} "
+                f"({low['balanced_accuracy']:.4f}).",
+                f"- Train {train}, test {test}: stage 2 decides >= 5%: "
+                f"{_verdict(stage2['share'] >= 0.05)} ({stage2['share']:.4f}); beats the best "
+                f"constant by >= 0.10: "
+                f"{_verdict(stage2['accuracy'] - stage2['constant_accuracy'] >= 0.10)} "
+                f"({stage2['accuracy']:.4f} vs {stage2['constant_accuracy']:.4f}); ensemble FoM "
+                f"above the CNN alone's with the 95% interval above 0: "
+                f"{_verdict(diff['ci95'][0] > 0)} ({diff['difference']:+.4f} "
+                f"[{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]).",
+            ]
+        protocol_2020 = cross.get("2020 | train A | test A")
+        if protocol_2020 is not None:
+            lines += [
+                "",
+                "The 2020 protocol (`--protocol 2020`: CNN on classes 4-5 against 0-1), trained "
+                "and tested on simulator A (its CNN never saw bad amps, bad pixels, classes 2-3), "
+                "beside the 2020 ensemble on DR1:",
+                "",
+                *bands_beside_2020(protocol_2020["bands"]),
+                "",
+                *per_class_beside_2020(protocol_2020["per_class"]),
+                "",
+            ]
+    if lofo_path.is_file():
+        lofo = json.loads(lofo_path.read_text())
+        aurocs = {family: r["novelty_auroc"] for family, r in lofo.items()}
+        worst_alarm = max(r["in_distribution_novel_share"] for r in lofo.values())
+        below = [f"{f} {a:.3f}" for f, a in aurocs.items() if not a >= 0.95]
+        lines += [
+            f"- Novelty AUROC >= 0.95 on every left-out family: {_verdict(not below)} "
+            f"(median {np.nanmedian(list(aurocs.values())):.3f}; below: "
+            f"{', '.join(below) or 'none'}).",
+            f"- At most 1% of in-distribution cutouts flagged: {_verdict(worst_alarm <= 0.01)} "
+            f"(worst run {worst_alarm:.4f}).",
+        ]
+    return [*lines, ""] if lines else []
+
+
 def render_markdown(manifest: dict, held: dict) -> str:
     ensemble, cnn = held["ensemble"], held["cnn_alone"]
     low_snr = held["by_snr"]["ensemble"].get("4.8-5.5")
@@ -207,6 +264,7 @@ def render_markdown(manifest: dict, held: dict) -> str:
             "The cross-simulator matrix and leave-one-family-out runs, each with the command "
             "that reproduces it: " + ", ".join(f"[{name}]({name})" for name in present) + ".",
             "",
+            *generalisation_targets(Path(manifest["model_dir"])),
         ]
     lines += [
         f"## CNN score bands (thresholds low = {thresholds['low']}, high = {thresholds['high']})",
