@@ -30,7 +30,7 @@ from training.simulated_set import class_counts_for
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench"
-STAGES = ("decode", "preprocess", "cnn", "umap", "svm", "encode")
+STAGES = ("decode", "preprocess", "cnn", "umap", "svm", "novelty", "encode")
 
 
 def machine() -> dict:

@@ -61,6 +61,11 @@ class ModelBundle:
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         artifacts = verify_artifacts(model_dir, manifest)  # read and hashed once, loaded below
+        if "novelty" not in manifest:
+            raise ArtifactError(
+                f"{model_dir}: the manifest has no novelty entry (a model from before 2.0.0); "
+                "retrain it with this version"
+            )
         if manifest["umap"]["input"] not in UMAP_SOURCES:
             raise ArtifactError(f"unknown UMAP input {manifest['umap']['input']!r}")
         options = ort.SessionOptions()

@@ -74,12 +74,20 @@ class Novelty:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """What ``novelty.npz`` holds; ``from_arrays`` reverses it."""
-        arrays = {"combined": self.combined_, "threshold": np.float64(self.threshold)}
+        arrays = {
+            "combined": self.combined_,
+            "threshold": np.float64(self.threshold),
+            "k": np.int64(self.k),
+        }
         for space, neighbours in self.references_.items():
             arrays[f"{space}_reference"] = neighbours.train_
             arrays[f"{space}_calibration"] = self.calibration_[space]
-            arrays["k"] = np.int64(neighbours.k_)
         return arrays
+
+    @property
+    def k(self) -> int:
+        """Neighbours averaged per space (the same in every space)."""
+        return next(iter(self.references_.values())).k_
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Novelty":

@@ -29,7 +29,14 @@ class ExactNeighbours:
         self.k_ = int(k)
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and euclidean distances of the k nearest sample points, nearest first."""
+        """Indices and euclidean distances of the k nearest sample points, nearest first,
+        ``CHUNK`` rows at a time (the distance matrix of a whole split would not fit)."""
+        if len(features) <= CHUNK:
+            return self._nearest(features)
+        parts = [self._nearest(features[s : s + CHUNK]) for s in range(0, len(features), CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _nearest(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = self.k_
         # |x - t|^2 = |x|^2 + (|t|^2 - 2 x.t): the row constant |x|^2 cannot change which
         # training points are nearest, so it is added to the k chosen ones only.

@@ -52,7 +52,6 @@ def test_heldout_metrics_reproduce_on_a_regenerated_heldout_set(model_dir, manif
     for got, want in zip(measured["score_bands"], expected["score_bands"], strict=True):
         assert abs(got["count"] - want["count"]) <= 5
     assert measured["novel_share"] == pytest.approx(expected["novel_share"], abs=1e-3)
-    assert measured["novel_share"] <= 0.015  # in-distribution: about 1% false alarms at most
 
 
 @pytest.mark.slow

@@ -95,7 +95,9 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, required=True, help="folder for <kind>.json and .md")
     exp.add_argument("--workdir", type=Path, default=Path("build/experiments"))
     exp.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
-    exp.add_argument("--families", nargs="+", default=list(ARTIFACT_FAMILIES))
+    exp.add_argument(
+        "--families", nargs="+", choices=ARTIFACT_FAMILIES, default=list(ARTIFACT_FAMILIES)
+    )
     exp.add_argument("--train-size", type=int, default=Sizes.train)
     exp.add_argument("--test-size", type=int, default=Sizes.test)
     exp.add_argument("--epochs", type=int, default=Sizes.epochs)
@@ -112,6 +114,11 @@ def rewrite_report(model_dir: Path) -> Path:
     which then also links and summarises the experiments found beside the model."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
     held = manifest["heldout"]
+    if "simulator" not in held:
+        raise DatasetError(
+            f"{model_dir}: evaluated on {held['description']}; rerun `python -m training "
+            "evaluate` with that file to rewrite the report"
+        )
     data = LabelledCutouts.from_simulated(
         SimulatedSpec.from_description(held["simulator"]).generate(progress=False)
     )
@@ -129,9 +136,16 @@ def run_experiment(args: argparse.Namespace) -> Path:
         if args.kind == "cross"
         else f"Reproduce: `{command} --families {' '.join(args.families)}`",
         "",
-        f"Each run: {sizes.train} training detections per simulator (DR1 class mix, seed "
-        f"{experiments.TRAIN_SEED}), {sizes.epochs} epochs; held-out sets of {sizes.test} per "
-        f"simulator (seed {experiments.TEST_SEED}); scored through the serving path.",
+        f"Each run: {sizes.train} training detections per simulator"
+        + (" (twice that for A+B)" if args.kind == "cross" else " (simulator A only)")
+        + f", DR1 class mix, seed {experiments.TRAIN_SEED}, {sizes.epochs} epochs, UMAP and "
+        f"novelty reference of {sizes.umap_sample}; "
+        + (
+            f"held-out sets of {sizes.test} per simulator"
+            if args.kind == "cross"
+            else f"a held-out set of {sizes.test} of simulator A"
+        )
+        + f" (seed {experiments.TEST_SEED}); scored through the serving path.",
     ]
     if args.kind == "cross":
         results = experiments.cross(args.workdir, sizes, args.variants)
@@ -185,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run_experiment(args))
         elif args.command == "evaluate":
             manifest = json.loads((args.model / "manifest.json").read_text())
+            manifest.pop("heldout_other", None)  # the report describes this file's results
             data = read_labelled(args.data, args.labels)
             evaluation = record_heldout(args.model, manifest, data, f"file {args.data}", {})
             held = publish(args.model, manifest, evaluation)["heldout"]["metrics"]

@@ -180,7 +180,7 @@ def train_bundle(
             "file": NOVELTY_FILE,
             "threshold": novelty.threshold,
             "spaces": list(novelty.references_),
-            "k": int(next(iter(novelty.references_.values())).k_),
+            "k": novelty.k,
             "reference": f"the {len(sample)} UMAP training-sample cutouts",
             "calibration": f"the {len(val)} validation cutouts (in-distribution, held out)",
             "rule": "novel when novelty >= threshold: the 99% calibration quantile plus two "

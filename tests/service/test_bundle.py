@@ -90,3 +90,13 @@ def test_non_numeric_version_folders_are_ignored(tmp_path):
         (tmp_path / version).mkdir()
         (tmp_path / version / "manifest.json").write_text("{}")
     assert newest_model_dir(tmp_path).name == "2.0.0"
+
+
+def test_a_model_without_novelty_is_refused_by_name(tiny_model_dir, tmp_path):
+    """A manifest from before 2.0.0 has no novelty entry: a clear refusal, not a KeyError."""
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    manifest = json.loads((model / "manifest.json").read_text())
+    del manifest["novelty"]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="no novelty entry"):
+        ModelBundle.load(model)

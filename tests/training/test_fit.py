@@ -78,4 +78,4 @@ def test_protocol_2020_never_shows_the_cnn_the_other_classes(tiny_data, tmp_path
     assert manifest["training"]["config"]["protocol"] == "2020"
     assert len(manifest["training"]["validation"]["class_counts"]) == 8
     bundle = ModelBundle.load(tmp_path / "m")
-    assert bundle.manifest["novelty"]["calibration_flagged"] <= 0.05
+    assert set(bundle.novelty.references_) == {"embedding", "pixels"}
