@@ -126,5 +126,9 @@ class Novelty:
         partial.threshold = float(min(1.0, 1.0 - false_alarm + margin))
         return partial
 
+    def calibration_flagged(self) -> float:
+        """Share of the calibration cutouts themselves that reach the threshold (in-sample)."""
+        return float(self.flag(share_below(self.combined_, self.combined_)).mean())
+
     def flag(self, novelty: np.ndarray) -> np.ndarray:
         return novelty >= self.threshold

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from service.contract import PRODUCT_LINE_COLUMN as LINE
 from service.preprocess import robust_centre_and_spread
 
 ALL = ("flip", "shift", "noise", "scale", "mask", "rows", "pedestal", "correlated")
 ROBUST = ("mask", "rows", "pedestal", "correlated")
-LINE = 50  # the line column of the (9, 100) product
 
 
 @dataclass(frozen=True)

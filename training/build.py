@@ -9,6 +9,7 @@ be re-measured by regenerating the held-out sets from the manifest.
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from training.evaluate import Evaluation, evaluate
 from training.fit import train_bundle, write_manifest
 from training.gallery import write_gallery
 from training.report import write_report
-from training.simulated_set import class_counts_for
+from training.simulated_set import SimulatedSet, class_counts_for
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ class SimulatedSpec:
             total or entry["total"], entry["seed"], entry["first_detectid"], entry["simulator"]
         )
 
-    def generate(self, progress: bool = True):
-        simulate = importlib.import_module(SIMULATORS[self.simulator]).simulate
-        return simulate(
+    def simulator_function(self) -> Callable[..., SimulatedSet]:
+        """``simulate`` of this simulator (imported on use: training on A never needs B)."""
+        return importlib.import_module(SIMULATORS[self.simulator]).simulate
+
+    def generate(self, progress: bool = True) -> SimulatedSet:
+        return self.simulator_function()(
             class_counts_for(self.total),
             self.seed,
             first_detectid=self.first_detectid,
@@ -115,7 +119,7 @@ def build(
     manifest = train_bundle(data, model_dir, version, train_config, umap_config)
     manifest["training"]["simulators"] = [spec.describe() for spec in train_specs]
     write_gallery(model_dir / "gallery.png")
-    evaluations = []
+    evaluations, entries = [], []
     for spec in heldout_specs:
         description = (
             f"simulator {spec.simulator}, seed {spec.seed} (DR1 class mix), never seen in "
@@ -125,9 +129,8 @@ def build(
         evaluations.append(
             record_heldout(model_dir, manifest, held, description, {"simulator": spec.describe()})
         )
-        manifest.setdefault("heldout_other", []).append(manifest["heldout"])
-    primary = manifest["heldout_other"].pop(0)
-    manifest["heldout"] = primary
+        entries.append(manifest["heldout"])
+    manifest["heldout"], manifest["heldout_other"] = entries[0], entries[1:]
     wall_time = round(time.perf_counter() - started, 1)  # everything but writing the report
     manifest["build"] = {"command": command, "wall_time_s": wall_time}
     return publish(model_dir, manifest, evaluations[0])

@@ -1,7 +1,6 @@
 """``python -m training``: the offline commands (simulate, gallery, train, evaluate, build)."""
 
 import argparse
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -162,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             spec = SimulatedSpec(args.total, args.seed, args.first_detectid, args.simulator)
-            simulate = importlib.import_module(SIMULATORS[args.simulator]).simulate
-            data = simulate(
+            data = spec.simulator_function()(
                 args.class_counts or spec.describe()["class_counts"],
                 spec.seed,
                 first_detectid=spec.first_detectid,

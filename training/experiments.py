@@ -14,7 +14,6 @@ what the service would answer. Two simulators: A (``training.simulate``) and B
 Results go to a JSON file (all numbers) and a Markdown file (the tables), both under ``--out``.
 """
 
-import importlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -25,16 +24,15 @@ from sklearn.metrics import roc_auc_score
 
 from training import metrics
 from training.augment import Augmentation
+from training.build import SIMULATORS, SimulatedSpec
 from training.dataset import LabelledCutouts
 from training.ensemble import UmapConfig
 from training.evaluate import Evaluation, evaluate, stage2_summary
 from training.fit import train_bundle
-from training.simulated_set import class_counts_for
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-SIMULATORS = {"A": "training.simulate", "B": "training.simulate_b"}
 FIRST_DETECTID = {"A": 1_100_000_000, "B": 2_100_000_000}
 TRAIN_SEED, TEST_SEED = 31, 32  # neither the packaged model's training nor held-out seeds
 LOW_SNR = (4.8, 5.5)
@@ -57,9 +55,10 @@ class Sizes:
 
 
 def simulated(name: str, total: int, seed: int, offset: int = 0) -> LabelledCutouts:
-    simulator = importlib.import_module(SIMULATORS[name]).simulate
-    data = simulator(class_counts_for(total), seed, first_detectid=FIRST_DETECTID[name] + offset)
-    return LabelledCutouts.from_simulated(data, f"simulator {name}, seed {seed}, n {total}")
+    spec = SimulatedSpec(total, seed, FIRST_DETECTID[name] + offset, name)
+    return LabelledCutouts.from_simulated(
+        spec.generate(progress=False), f"simulator {name}, seed {seed}, n {total}"
+    )
 
 
 def summarise(evaluation: Evaluation) -> dict:

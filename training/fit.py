@@ -144,7 +144,6 @@ def train_bundle(
 
     novelty = Novelty.fit((sample_input, sample_embedding), (val_input, val_embedding))
     np.savez(out_dir / NOVELTY_FILE, **novelty.to_arrays())
-    val_novel = novelty.flag(novelty(val_input, val_embedding))
 
     cnn_alone = metrics.best_single_threshold(val_score, val_truth)
     manifest = {
@@ -185,7 +184,7 @@ def train_bundle(
             "calibration": f"the {len(val)} validation cutouts (in-distribution, held out)",
             "rule": "novel when novelty >= threshold: the 99% calibration quantile plus two "
             "binomial standard errors (at most 1% false alarms)",
-            "calibration_flagged": float(val_novel.mean()),
+            "calibration_flagged": novelty.calibration_flagged(),
         },
         "thresholds": {"low": choice.low, "high": choice.high, "cnn_alone": cnn_alone},
         "training": {
