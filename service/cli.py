@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.host, args.port, args.workers, argv)
         return 0
     if args.command == "score-file":
-        from service.scorefile import Job, score_file
+        from service.client.scorefile import Job, score_file
 
         return score_file(Job(**{k: v for k, v in vars(args).items() if k != "command"}))
     return score(args.file, args.model_dir)

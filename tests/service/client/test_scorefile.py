@@ -26,8 +26,9 @@ import pytest
 import requests
 from astropy.table import Table
 
-from service import scorefile
-from service.catalogue import (
+from service.cli import main
+from service.client import scorefile
+from service.client.catalogue import (
     JOURNAL_COLUMNS,
     CatalogueError,
     Journal,
@@ -35,7 +36,6 @@ from service.catalogue import (
     result_row,
     write_table,
 )
-from service.cli import main
 from service.manifest import newest_model_dir
 from tests.live import LINESCORE, ROOT, free_port, live_server
 from training.dataset import write_dataset

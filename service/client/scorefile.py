@@ -3,7 +3,7 @@
 The nightly pipeline's client. It reads the file a batch at a time (never all of ``im_sum``),
 posts npz batches to ``/v1/score/batch`` with a few in flight, retries what a busy, restarting
 or draining server (or a proxy in front of it) fails, and journals every answer
-(``service.catalogue``) so that a run stopped by Ctrl-C, a kill, a lost server or a refused
+(``service.client.catalogue``) so that a run stopped by Ctrl-C, a kill, a lost server or a refused
 batch resumes where it stopped when run again. Only the items of a 200 answer become rows: a
 batch the server refuses as a whole is never written, so a rerun sends it again. Its client
 libraries (h5py, requests, tqdm, astropy) are imported by this module only, and only the
@@ -35,7 +35,7 @@ import orjson
 import requests
 from tqdm import tqdm
 
-from service.catalogue import (
+from service.client.catalogue import (
     CatalogueError,
     Journal,
     Row,
