@@ -1,6 +1,7 @@
 """The measurements behind the serving path's design choices, side by side in one run.
 
-gthread vs sync gunicorn workers under two batch clients; ONNX Runtime batch chunk and memory
+the gunicorn worker with and without keep-alive and with 1 or 2 request threads (single
+sources and batches); ONNX Runtime batch chunk and memory
 arena; the SVM's decision function (scikit-learn vs numpy) for one point; normalisation
 (nanmedian vs sort); umap-learn's placement of the same cutout alone vs inside a batch.
 Writes bench/CHOICES.md. Run: .venv/bin/python -m bench.choices (part of `make bench`).
@@ -15,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench import server
-from bench.run import run_clients
+from bench.run import run_clients, single_source
 from bench.timing import median_seconds
 from service.bundle import ModelBundle
 from service.manifest import newest_model_dir
@@ -31,34 +32,36 @@ def resident_mb() -> float:
     return server.resident_mb(os.getpid())
 
 
-def worker_classes(cutouts: np.ndarray, trials: int = 3, seconds: float = 4) -> list[str]:
+WORKER_CHOICES = {
+    "close after each answer (as the sync workers did)": {"LINESCORE_KEEPALIVE": "0"},
+    "keep-alive, 1 request thread per worker": {"LINESCORE_HTTP_THREADS": "1"},
+    "keep-alive, 2 request threads per worker (default)": {},
+}
+
+
+def worker_choices(cutouts: np.ndarray, seconds: float = 4) -> list[str]:
+    """The shipped worker in each configuration, one after another in this run."""
     buffer = io.BytesIO()
     np.save(buffer, cutouts)
-    rows = ["| worker class | npy 1024 cutouts/s per trial |", "|---|---|"]
-    for worker_class in ("gthread", "sync"):
-        live = server.start(
-            {
-                "GUNICORN_CMD_ARGS": f"--worker-class {worker_class} --threads 4"
-                if worker_class == "gthread"
-                else "--worker-class sync"
-            }
-        )
+    rows = [
+        "| worker | single p50 ms (1 Session) | single p99 ms | requests/s (4 Sessions) "
+        "| npy 1024 cutouts/s (2 clients) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, env in WORKER_CHOICES.items():
+        live = server.start(env)
         try:
-            rates = []
-            for _ in range(trials):
-                per_client = run_clients(
-                    live.port,
-                    "/v1/score/batch",
-                    "application/x-npy",
-                    buffer.getvalue(),
-                    2,
-                    seconds,
-                    2,
-                )
-                rates.append(len(cutouts) * sum(map(len, per_client)) / seconds)
+            single = single_source(live.port, cutouts[0], seconds, counts=(1, 4))
+            per_client = run_clients(
+                live.port, "/v1/score/batch", "application/x-npy", buffer.getvalue(), 2, seconds, 2
+            )
         finally:
             live.stop()
-        rows.append(f"| {worker_class} | {', '.join(f'{r:,.0f}' for r in rates)} |")
+        rate = len(cutouts) * sum(map(len, per_client)) / seconds
+        rows.append(
+            f"| {label} | {single[1]['p50_ms']:.2f} | {single[1]['p99_ms']:.2f} | "
+            f"{single[4]['requests_per_second']:,.0f} | {rate:,.0f} |"
+        )
     return rows
 
 
@@ -136,7 +139,7 @@ def main() -> None:
     cutouts = simulate(class_counts_for(1024), seed=4242).im_sum
     bundle = ModelBundle.load(model_dir)
     sections = [
-        ("Gunicorn worker class (2 workers, 2 batch clients)", worker_classes(cutouts)),
+        ("Gunicorn worker (2 workers): keep-alive and request threads", worker_choices(cutouts)),
         ("ONNX Runtime batch chunk and memory arena", onnx_runtime(model_dir)),
         ("Single-point SVM", single_point_svm(bundle)),
         ("Normalisation", normalisation(cutouts)),

@@ -126,3 +126,47 @@ def core(model_dir: Path, cutouts: np.ndarray, repeats: int, processes: int = 2)
         "cutouts_per_second": processes * len(cutouts) / float(np.median(seconds)),
         "stage_seconds": results[0][1],
     }
+
+
+def _single_cutout_worker(args: tuple[Path, np.ndarray, int]) -> dict:
+    """Median us per stage and in all of ``Scorer.score`` on one cutout at a time, with one
+    k-NN search shared by placement and novelty and with the two searches of before, taking
+    turns so both see the same machine."""
+    from service.runtime import cap_thread_pools
+
+    model_dir, cutouts, rounds = args
+    bundle = ModelBundle.load(model_dir, intra_op_threads=1)
+    scorer, shared = Scorer(bundle), bundle.shared_search
+    cap_thread_pools(1)
+    totals: dict[str, list[float]] = {"shared": [], "separate": []}
+    stages: dict[str, list[dict]] = {"shared": [], "separate": []}
+    for round_ in range(rounds + 1):
+        for name, search in (("shared", shared), ("separate", None)):
+            bundle.shared_search = search
+            timings: dict[str, float] = {}
+            begin = time.perf_counter()
+            for cutout in cutouts:
+                scorer.score(cutout[None], timings)
+            if round_:  # the first round warms up
+                totals[name].append((time.perf_counter() - begin) / len(cutouts))
+                stages[name].append({k: v / len(cutouts) for k, v in timings.items()})
+    return {
+        name: {
+            "total_us": 1e6 * float(np.median(totals[name])),
+            "stages_us": {
+                stage: 1e6 * float(np.median([t[stage] for t in stages[name]]))
+                for stage in stages[name][0]
+            },
+        }
+        for name in totals
+    }
+
+
+def single_cutout(model_dir: Path, cutouts: np.ndarray, rounds: int = 7) -> dict:
+    """The in-process core on one cutout per call, in a fresh single-threaded process."""
+    caps = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with (
+        environment(**caps),
+        ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool,
+    ):
+        return pool.submit(_single_cutout_worker, (model_dir, cutouts[:256], rounds)).result()

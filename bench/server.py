@@ -1,7 +1,7 @@
 """A real ``linescore serve`` on loopback for the benchmark, and load-generating clients.
 
-Clients run in their own processes (spawned) with persistent HTTP/1.1 connections, so client
-work does not share a GIL with the measurement of other clients.
+Clients run in their own processes (spawned) with persistent (kept-alive) HTTP/1.1 connections,
+so client work does not share a GIL with the measurement of other clients.
 """
 
 import http.client
@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,35 @@ def resident_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def session_client(args: tuple[int, str, str, bytes, float, int]) -> list[float]:
+    """As :func:`client`, from a ``requests.Session``: what a Python user of the API runs."""
+    import requests
+
+    port, path, content_type, body, seconds, warmup = args
+    url, headers = f"http://127.0.0.1:{port}{path}", {"Content-Type": content_type}
+    with requests.Session() as session:
+
+        def post() -> None:
+            response = session.post(url, data=body, headers=headers, timeout=60)
+            if response.status_code != 200:
+                raise RuntimeError(f"{path} answered {response.status_code}")
+
+        return timed(post, seconds, warmup)
+
+
+def timed(post: Callable[[], None], seconds: float, warmup: int) -> list[float]:
+    """Latencies in seconds of ``post`` called ``warmup`` times untimed, then for ``seconds``."""
+    for _ in range(warmup):
+        post()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        begin = time.perf_counter()
+        post()
+        latencies.append(time.perf_counter() - begin)
+    return latencies
+
+
 def client(args: tuple[int, str, str, bytes, float, int]) -> list[float]:
     """POST the same body ``warmup`` times, then for ``seconds``; latencies in seconds."""
     port, path, content_type, body, seconds, warmup = args
@@ -93,13 +123,7 @@ def client(args: tuple[int, str, str, bytes, float, int]) -> list[float]:
         if response.status != 200:
             raise RuntimeError(f"{path} answered {response.status}")
 
-    for _ in range(warmup):
-        post()
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        begin = time.perf_counter()
-        post()
-        latencies.append(time.perf_counter() - begin)
-    connection.close()
-    return latencies
+    try:
+        return timed(post, seconds, warmup)
+    finally:
+        connection.close()

@@ -38,6 +38,9 @@ class ModelBundle:
     svm_decision: Callable[[np.ndarray], np.ndarray]  # (N, 2) -> signed distances, in numpy
     umap_map: dict[str, np.ndarray]  # the training sample: features, coords, vis_class
     novelty: Novelty
+    # Set when one k-NN search in the embedding serves both the UMAP placement and novelty's
+    # embedding space (the fast transform, and novelty's reference is the map's sample).
+    shared_search: NeighbourTransform | None = None
 
     @property
     def version(self) -> str:
@@ -80,10 +83,14 @@ class ModelBundle:
 
         umap_map = load_arrays(artifacts[manifest["umap"]["map"]])
         novelty = Novelty.from_arrays(load_arrays(artifacts[manifest["novelty"]["file"]]))
+        shared_search = None
         if umap_transform == "fast":
-            place = NeighbourTransform(
+            transform = NeighbourTransform(
                 umap_map["features"], umap_map["coords"], int(umap_map["n_neighbors"])
-            ).transform
+            )
+            place = transform.transform
+            if shares_reference(transform, novelty, manifest["umap"]["input"]):
+                shared_search = transform
         elif umap_transform == "reference":
             place = unpickle(manifest["umap"]["file"]).transform
         else:
@@ -99,7 +106,19 @@ class ModelBundle:
             svm_decision=RbfDecision(svm),
             umap_map=umap_map,
             novelty=novelty,
+            shared_search=shared_search,
         )
+
+
+def shares_reference(transform: NeighbourTransform, novelty: Novelty, umap_input: str) -> bool:
+    """Whether the placement's nearest neighbours are novelty's in the embedding space too."""
+    reference = novelty.references_.get("embedding")
+    return (
+        umap_input == "embedding"
+        and reference is not None
+        and novelty.k <= transform.n_neighbors_
+        and np.array_equal(reference.train_, transform.neighbours.train_)
+    )
 
 
 def load_arrays(data: bytes) -> dict[str, np.ndarray]:

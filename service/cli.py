@@ -31,7 +31,13 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", type=Path, required=True, help="CSV journal; resumed if present")
     batch.add_argument("--table", choices=("fits", "ecsv"), default="fits", help="final table")
     batch.add_argument("--batch-size", type=positive_int, default=1024)
-    batch.add_argument("--concurrency", type=positive_int, default=2, help="batches in flight")
+    batch.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=2,
+        help="batches in flight, each on its own kept-alive connection: at least the number of "
+        "server replicas, so the run reaches every one (deploy/README.md)",
+    )
     batch.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request")
     batch.add_argument("--retry-for", type=float, default=300.0, help="seconds, then give up")
     batch.add_argument(
@@ -39,6 +45,28 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("LINESCORE_API_TOKEN"),
         help="bearer token (default: LINESCORE_API_TOKEN)",
     )
+    review = commands.add_parser(
+        "review",
+        help="label a night scored by score-file in the browser (local web app)",
+        description="Serves the night's summary, a review queue with keyboard labelling "
+        "(0-5, a = -2, p = -1, s skip, u undo) and reviewer agreement; votes go to --db.",
+    )
+    review.add_argument(
+        "catalogue", type=Path, help="score-file catalogue: CSV journal, FITS, ECSV"
+    )
+    review.add_argument("--data", type=Path, required=True, help="the FiberImages file it scored")
+    review.add_argument("--db", type=Path, help="votes (SQLite; default: CATALOGUE.review.sqlite)")
+    review.add_argument("--host", default="127.0.0.1")
+    review.add_argument("--port", type=int, default=8090)
+    review.add_argument("--overlap", type=positive_int, default=1, help="reviewers per detection")
+    labels = commands.add_parser("labels", help="labels from a review database")
+    label_commands = labels.add_subparsers(dest="labels_command", required=True)
+    export = label_commands.add_parser(
+        "export", help="write the Labels table that `python -m training train --labels` reads"
+    )
+    export.add_argument("--db", type=Path, required=True, help="the review database")
+    export.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    export.add_argument("--min-votes", type=positive_int, default=1, help="fewer: left out")
     return root
 
 
@@ -111,6 +139,29 @@ def score(path: Path, model_dir: Path | None) -> int:
     return 0
 
 
+def review(args: argparse.Namespace) -> int:
+    from service.client.review.app import serve as serve_review
+    from service.config import Settings
+
+    db = args.db or args.catalogue.with_suffix(".review.sqlite")
+    models_root = Settings.from_environ().models_root
+    return serve_review(
+        args.catalogue, args.data, db, models_root, args.host, args.port, args.overlap
+    )
+
+
+def export_labels(db: Path, out: Path, min_votes: int) -> int:
+    from service.client.labels import export
+    from service.client.review.night import ReviewError
+
+    try:
+        count = export(db, out, min_votes)
+    except ReviewError as error:
+        raise SystemExit(f"linescore labels: error: {error}") from None
+    print(f"linescore labels: {count} labelled detections in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
@@ -121,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.client.scorefile import Job, score_file
 
         return score_file(Job(**{k: v for k, v in vars(args).items() if k != "command"}))
+    if args.command == "review":
+        return review(args)
+    if args.command == "labels":
+        return export_labels(args.db, args.out, args.min_votes)
     return score(args.file, args.model_dir)
 
 

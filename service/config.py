@@ -11,6 +11,9 @@
 | LINESCORE_UMAP_TRANSFORM | fast | "fast" (service.umap_fast) or "reference" (umap-learn's own) |
 | LINESCORE_API_TOKEN | (unset) | if set, /v1 and /v2 (not /v2/health) need it as bearer token |
 | LINESCORE_WORKERS | 2 | gunicorn worker processes |
+| LINESCORE_HTTP_THREADS | 2 | request threads per worker (scoring itself is one at a time) |
+| LINESCORE_MAX_CONNECTIONS | 64 | open client connections per worker, kept-alive ones included |
+| LINESCORE_KEEPALIVE | 5 | seconds an idle kept-alive connection stays open (0: close each) |
 | LINESCORE_DRAIN_SECONDS | 5 | after SIGTERM: /readyz 503, requests still served |
 | LINESCORE_GRACEFUL_TIMEOUT | 30 | then in-flight requests have this long to finish |
 | LINESCORE_REQUEST_TIMEOUT | 60 | a worker stuck longer on one request is replaced |
@@ -44,6 +47,9 @@ class Settings(BaseModel):
     umap_transform: Literal["fast", "reference"] = "fast"
     api_token: SecretStr | None = Field(None, min_length=1)
     workers: int = Field(2, ge=1)
+    http_threads: int = Field(2, ge=1)
+    max_connections: int = Field(64, ge=2)
+    keepalive: int = Field(5, ge=0)
     drain_seconds: float = Field(5.0, ge=0)
     graceful_timeout: int = Field(30, ge=1)
     request_timeout: int = Field(60, ge=1)

@@ -55,11 +55,20 @@ class Novelty:
     combined_: np.ndarray  # sorted larger per-space share of the calibration cutouts
     threshold: float
 
-    def unusualness(self, model_input: np.ndarray, embedding: np.ndarray) -> dict[str, np.ndarray]:
-        """Mean distance to the k nearest reference cutouts, per space."""
+    def unusualness(
+        self,
+        model_input: np.ndarray,
+        embedding: np.ndarray,
+        known: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Mean distance to the k nearest reference cutouts, per space. ``known``: distances to
+        the nearest reference cutouts (nearest first, at least k) a caller already has."""
         out = {}
         for space, neighbours in self.references_.items():
-            _, distances = neighbours(space_features(space, model_input, embedding))
+            if known and space in known:
+                distances = known[space][:, : self.k]
+            else:
+                _, distances = neighbours(space_features(space, model_input, embedding))
             out[space] = distances.mean(axis=1)
         return out
 
@@ -67,9 +76,14 @@ class Novelty:
         shares = [share_below(self.calibration_[s], unusualness[s]) for s in self.references_]
         return np.max(shares, axis=0)
 
-    def __call__(self, model_input: np.ndarray, embedding: np.ndarray) -> np.ndarray:
-        """Novelty in [0, 1] per cutout (float32)."""
-        combined = self.combine(self.unusualness(model_input, embedding))
+    def __call__(
+        self,
+        model_input: np.ndarray,
+        embedding: np.ndarray,
+        known: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Novelty in [0, 1] per cutout (float32); ``known`` as for :meth:`unusualness`."""
+        combined = self.combine(self.unusualness(model_input, embedding, known))
         return share_below(self.combined_, combined).astype(np.float32)
 
     def to_arrays(self) -> dict[str, np.ndarray]:

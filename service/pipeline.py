@@ -82,14 +82,20 @@ class Scorer:
             model_input = self.model_input(cutouts)
         with stage(timings, "cnn"):
             cnn_score, embedding = self.cnn(model_input)
+        known: dict[str, np.ndarray] = {}
         with stage(timings, "umap"):
             features = umap_features(model_input, embedding, self.bundle.umap_source)
-            coords = self.bundle.place(features).astype(np.float32)
+            if self.bundle.shared_search is not None:  # one search serves novelty too
+                coords, known["embedding"] = self.bundle.shared_search.transform_with_distances(
+                    features
+                )
+            else:
+                coords = self.bundle.place(features).astype(np.float32)
         with stage(timings, "svm"):
             svm_score = self.bundle.svm_decision(coords)
             real, by_svm = decide(cnn_score, svm_score, *self.bundle.thresholds)
         with stage(timings, "novelty"):
-            novelty = self.bundle.novelty(model_input, embedding)
+            novelty = self.bundle.novelty(model_input, embedding, known)
         return Scores(
             cnn_score, coords, svm_score, real, by_svm, novelty, self.bundle.novelty.flag(novelty)
         )

@@ -5,26 +5,37 @@
   numpy, numba or ONNX Runtime, so two workers on two cores do not fight.
 - SIGTERM first *drains*: a flag shared with every worker turns /readyz to 503 so load balancers
   stop routing here, while requests are still served; after ``drain_seconds`` gunicorn stops
-  gracefully (in-flight requests finish within ``graceful_timeout``). A second SIGTERM skips the
-  rest of the drain; SIGINT (Ctrl-C) stops at once.
-- Client sockets time out after ``client_timeout``: a stalled upload frees its worker instead of
-  holding it until the worker is killed at ``request_timeout``.
+  gracefully (in-flight requests finish within ``graceful_timeout``). While draining, idle
+  kept-alive connections are closed and every answer says ``Connection: close``, so clients
+  reconnect to a pod that is not stopping. A second SIGTERM skips the rest of the drain; SIGINT
+  (Ctrl-C) stops at once.
+- HTTP/1.1 keep-alive (gunicorn's threaded worker), keeping what sync workers gave: a worker
+  listens for new connections only while it has no request in progress, so an idle worker takes
+  the next one (and a probe never queues behind a batch on a busy worker); a connection kept
+  alive is closed after ``keepalive`` idle seconds, at most ``max_connections`` per worker.
+- Client sockets time out after ``client_timeout``: a stalled upload frees its thread instead of
+  holding it until the worker is replaced at ``request_timeout``.
 - The model directory is checked in the master before any worker starts, so a missing or empty
   one fails at start with a clear message. Checksums are verified by each worker as it loads.
 
 This module imports nothing heavy: it runs in the master.
 """
 
+import errno
 import os
+import select
+import selectors
+import socket
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers.sync import SyncWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from pydantic import ValidationError
 
 from service.config import Settings
@@ -63,13 +74,48 @@ class DrainingArbiter(Arbiter):
         super().manage_workers()
 
 
-class BoundedSyncWorker(SyncWorker):
-    """gunicorn's sync worker that takes connections only once its model is ready (or failed,
-    to say why), with a timeout on every client socket operation.
+class TimedSocket(socket.socket):
+    """A client socket whose blocking mode keeps a timeout.
 
-    A replacement worker that accepted while still loading would answer 503 to traffic the
-    other, ready worker could serve.
+    The threaded worker switches sockets between non-blocking (kept alive, in its poller) and
+    blocking (read by a thread); plain blocking would let a stalled client hold a thread forever.
     """
+
+    timeout_seconds: float
+
+    @classmethod
+    def adopt(cls, client: socket.socket, timeout_seconds: float) -> "TimedSocket":
+        timed = cls(client.family, client.type, client.proto, fileno=client.detach())
+        timed.timeout_seconds = timeout_seconds
+        return timed
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(self.timeout_seconds if flag else 0.0)
+
+
+class LinescoreWorker(ThreadWorker):
+    """gunicorn's threaded worker (keep-alive) with the guarantees of the old sync worker.
+
+    - Connections are taken only once the model is ready (or failed, to say why): a replacement
+      that accepted while loading would answer 503 to traffic the other worker could serve.
+    - New connections are accepted only while no request is in progress here; the kernel offers
+      each one to every listening worker, so an idle worker takes it.
+    - A request running past ``request_timeout`` stops the heartbeat, so the master replaces the
+      worker, as it did a stuck sync worker (the threaded worker's loop would beat on).
+    - Draining: idle kept-alive connections are closed, and every answer closes its connection.
+    """
+
+    def init_process(self) -> None:
+        self.started: dict[int, float] = {}  # in-progress connections -> monotonic start
+        super().init_process()
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    @property
+    def draining(self) -> bool:
+        return self.app.drain.is_set
 
     def run(self) -> None:
         runtime = self.wsgi.extensions["linescore"]["runtime"]
@@ -78,11 +124,63 @@ class BoundedSyncWorker(SyncWorker):
             time.sleep(0.05)
         super().run()
 
+    def notify(self) -> None:
+        oldest = min(self.started.values(), default=None)
+        if oldest is None or time.monotonic() - oldest < self.settings.request_timeout:
+            super().notify()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled and not self.started)
+
     def accept(self, listener) -> None:
-        client, address = listener.accept()
-        client.settimeout(self.app.settings.client_timeout)
+        """Take a connection into the poller; it gets a thread once its request arrives, so a
+        silent client (a TCP check, a preconnect) holds no thread and does not make this worker
+        look busy. It is closed if nothing arrives within ``client_timeout``."""
+        if self.started:  # became busy within this round of events: leave it to an idle worker
+            return
+        try:
+            client, address = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
         util.close_on_exec(client)
-        self.handle(listener, client, address)
+        conn = TConn(
+            self.cfg,
+            TimedSocket.adopt(client, self.settings.client_timeout),
+            address,
+            listener.getsockname(),
+        )
+        conn.timeout = time.monotonic() + self.settings.client_timeout
+        self.pending_conns.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+        )
+
+    def enqueue_req(self, conn: TConn) -> None:
+        self.started[id(conn)] = time.monotonic()
+        self.set_accept_enabled(False)
+        super().enqueue_req(conn)
+
+    def finish_request(self, conn: TConn, fs) -> None:
+        self.started.pop(id(conn), None)
+        super().finish_request(conn, fs)
+
+    def handle_request(self, req, conn: TConn) -> bool:
+        if self.draining:
+            req.must_close = True  # answered with Connection: close
+        return super().handle_request(req, conn)
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        """While draining, close every idle kept-alive connection, but first serve any whose
+        next request has already arrived (it is answered with ``Connection: close``)."""
+        if self.draining:
+            for conn in list(self.keepalived_conns):
+                readable, _, _ = select.select([conn.sock], [], [], 0)
+                if readable:
+                    self.on_client_socket_readable(conn, conn.sock)
+        super().murder_keepalived(force=force or self.draining)
 
 
 def on_starting(server: Arbiter) -> None:
@@ -115,9 +213,11 @@ class LinescoreServer(BaseApplication):
         return {
             "bind": [self.bind],
             "workers": settings.workers,
-            # Sync workers accept a connection only when idle, so the kernel spreads batches over
-            # the workers (bench/CHOICES.md). A probe waits at most one batch (~40 ms at 1024).
-            "worker_class": f"{__name__}.BoundedSyncWorker",
+            # Keep-alive, and an idle worker takes each new connection (bench/CHOICES.md).
+            "worker_class": f"{__name__}.LinescoreWorker",
+            "threads": settings.http_threads,
+            "worker_connections": settings.max_connections,
+            "keepalive": settings.keepalive,
             "preload_app": False,
             "timeout": settings.request_timeout,
             "graceful_timeout": settings.graceful_timeout,

@@ -70,20 +70,25 @@ class NeighbourTransform:
         return cls(reducer._raw_data, reducer.embedding_, reducer.n_neighbors)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        parts = [self._place(features[s : s + CHUNK]) for s in range(0, len(features), CHUNK)]
-        if not parts:
-            return np.zeros((0, self.embedding_.shape[1]), dtype=np.float32)
-        return np.concatenate(parts)
+        return self.transform_with_distances(features)[0]
 
-    def _place(self, features: np.ndarray) -> np.ndarray:
+    def transform_with_distances(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Places, and each point's distances to its ``n_neighbors`` nearest training points
+        (nearest first): novelty reuses them when its reference is this same sample."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if len(features) <= CHUNK:
+            return self._place(features)
+        parts = [self._place(features[s : s + CHUNK]) for s in range(0, len(features), CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _place(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         indices, distances = self.neighbours(features)
         weights = membership(distances, self.n_neighbors_)
         placed = np.einsum("nk,nkd->nd", weights, self.embedding_[indices])
         placed /= weights.sum(axis=1, keepdims=True)
         exact = distances[:, 0] <= 0.0  # a training point itself: umap returns its position
         placed[exact] = self.embedding_[indices[exact, 0]]
-        return placed.astype(np.float32)
+        return placed.astype(np.float32), distances
 
 
 def membership(distances: np.ndarray, k: int) -> np.ndarray:
@@ -102,22 +107,30 @@ def membership(distances: np.ndarray, k: int) -> np.ndarray:
     positive = rest > 0
     exact = (~positive).sum(axis=1)  # zero distances weigh 1 whatever sigma is
     free = np.maximum(positive.sum(axis=1), 1)
-    mean = np.where(positive, rest, 0.0).sum(axis=1) / free
+    near = np.where(positive, rest, 0.0)
+    mean = near.sum(axis=1) / free
     solvable = (exact < target) & (mean > 0)
     beta = np.where(
         solvable,
         np.log(free / np.maximum(target - exact, 1e-12)) / np.where(mean > 0, mean, 1.0),
-        0.0,
+        1.0,  # any positive value: these rows are not moved and get the floor below
     )
+    # exp(beta * -inf) = 0: zero distances carry no weight here. Rows that are not solved get
+    # finite stand-ins, so every step below is a finite zero for them.
+    minus_rest = np.where(positive, -rest, -np.inf)
+    minus_rest[~solvable] = -1.0
+    near[~solvable] = 1.0
+    need = target - exact
+    moving = solvable.astype(np.float64)
     for _ in range(NEWTON_STEPS):
-        weights = np.where(positive, np.exp(-beta[:, None] * rest), 0.0)
-        excess = weights.sum(axis=1) + exact - target
-        if np.all(~solvable | (np.abs(excess) < SMOOTH_K_TOLERANCE)):
+        weights = np.exp(beta[:, None] * minus_rest)
+        excess = (weights.sum(axis=1) - need) * moving
+        if np.abs(excess).max(initial=0.0) < SMOOTH_K_TOLERANCE:
             break
-        slope = -(weights * rest).sum(axis=1)
-        beta = np.where(
-            solvable & (slope < 0), beta - excess / np.where(slope < 0, slope, -1.0), beta
-        )
+        # Newton: f / -f'. From the left of the root beta only grows towards it, where the
+        # weights sum to need > 0, so -f' (the weighted distances) stays positive.
+        beta += excess / np.einsum("nk,nk->n", weights, near)
+    beta = np.where(solvable, beta, 0.0)
     # Unsolvable rows (mostly exact duplicates) get the floor: only the exact matches weigh,
     # as umap-learn's bisection ends up doing.
     sigma = np.where(beta > 0, 1.0 / np.where(beta > 0, beta, 1.0), 0.0)

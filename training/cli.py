@@ -90,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     abl.add_argument("--seed", type=int, default=0)
 
     exp = commands.add_parser("experiment", help="cross-simulator matrix or leave-one-family-out")
-    exp.add_argument("kind", choices=("cross", "lofo"))
+    exp.add_argument("kind", choices=("cross", "lofo", "unseen"))
     exp.add_argument("--out", type=Path, required=True, help="folder for <kind>.json and .md")
     exp.add_argument("--workdir", type=Path, default=Path("build/experiments"))
     exp.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
@@ -100,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--train-size", type=int, default=Sizes.train)
     exp.add_argument("--test-size", type=int, default=Sizes.test)
     exp.add_argument("--epochs", type=int, default=Sizes.epochs)
+    exp.add_argument("--model", type=Path, help="unseen: the packaged model to score")
+    exp.add_argument("--simulator", choices=sorted(SIMULATORS), default="C", help="unseen: source")
 
     bld = commands.add_parser("build", help="simulate, train, evaluate: what `make models` runs")
     bld.add_argument("--version", required=True)
@@ -124,8 +126,35 @@ def rewrite_report(model_dir: Path) -> Path:
     return write_report(model_dir, manifest, evaluate(model_dir, data, held["umap_transform"]))
 
 
+def run_unseen(model_dir: Path | None, simulator: str, size: int, out: Path) -> Path:
+    if model_dir is None:
+        raise SystemExit("error: experiment unseen needs --model")
+    try:
+        result = experiments.unseen(model_dir, simulator, size)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    command = (
+        f"python -m training experiment unseen --model {model_dir} --simulator {simulator} "
+        f"--test-size {size} --out {out}"
+    )
+    header = [
+        f"# Model {model_dir.name} on simulator {simulator}, which it was never trained on",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        f"{size} detections of simulator {simulator} at the DR1 class mix (seed "
+        f"{experiments.TEST_SEED}), scored through the serving path. Simulator {simulator} was "
+        "written clean-room from the HETDEX brief: its own noise model, its own rendering of "
+        "every family, and kinds of artifact no other simulator here renders.",
+    ]
+    table = experiments.unseen_table(result)
+    return experiments.write(out, f"unseen-{simulator}", result, table, header)
+
+
 def run_experiment(args: argparse.Namespace) -> Path:
     sizes = Sizes(train=args.train_size, test=args.test_size, epochs=args.epochs)
+    if args.kind == "unseen":
+        return run_unseen(args.model, args.simulator, sizes.test, args.out)
     command = (
         f"python -m training experiment {args.kind} --out {args.out} --train-size "
         f"{sizes.train} --test-size {sizes.test} --epochs {sizes.epochs}"

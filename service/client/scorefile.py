@@ -5,9 +5,13 @@ posts npz batches to ``/v1/score/batch`` with a few in flight, retries what a bu
 or draining server (or a proxy in front of it) fails, and journals every answer
 (``service.client.catalogue``) so that a run stopped by Ctrl-C, a kill, a lost server or a refused
 batch resumes where it stopped when run again. Only the items of a 200 answer become rows: a
-batch the server refuses as a whole is never written, so a rerun sends it again. Its client
-libraries (h5py, requests, tqdm, astropy) are imported by this module only, and only the
-``score-file`` command imports it: the server never loads them.
+batch the server refuses as a whole is never written, so a rerun sends it again. Each batch in
+flight has a kept-alive connection of its own (one ``requests.Session`` per worker thread), and a
+balancer that places connections (kube-proxy) keeps each on one replica: to reach every replica,
+``--concurrency`` must be at least their number (deploy/README.md, "How a night reaches every
+pod"; tests/test_balancer.py). Its client libraries (h5py, requests, tqdm, astropy) are
+imported by this module only, and only the ``score-file`` command imports it: the server never
+loads them.
 
 Exit status: 0 every detection has a row; 1 nothing can be done until something is fixed (the
 file, the options, or a batch the server refused as a whole); 75 unfinished because the server

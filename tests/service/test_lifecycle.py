@@ -27,8 +27,8 @@ def npy_batch(size: int) -> bytes:
     return buffer.getvalue()
 
 
-def post_batch(url: str, body: bytes) -> requests.Response:
-    return requests.post(
+def post_batch(url: str, body: bytes, session: requests.Session | None = None) -> requests.Response:
+    return (session or requests).post(
         f"{url}/v1/score/batch",
         data=body,
         headers={"Content-Type": "application/x-npy"},
@@ -99,7 +99,8 @@ def test_a_bad_artifact_never_becomes_ready_and_the_log_names_it(tmp_path, damag
 
 
 class Traffic:
-    """Clients posting batches in a loop until stopped, keeping every outcome."""
+    """Clients posting batches in a loop on kept-alive connections until stopped, keeping every
+    outcome."""
 
     def __init__(self, url: str, body: bytes, clients: int = 2) -> None:
         self.url, self.body = url, body
@@ -108,12 +109,13 @@ class Traffic:
         self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                status: int | str = post_batch(self.url, self.body).status_code
-            except requests.RequestException as error:
-                status = type(error).__name__
-            self.outcomes.append((time.monotonic(), status))
+        with requests.Session() as session:
+            while not self.stopping.is_set():
+                try:
+                    status: int | str = post_batch(self.url, self.body, session).status_code
+                except requests.RequestException as error:
+                    status = type(error).__name__
+                self.outcomes.append((time.monotonic(), status))
 
     def __enter__(self) -> "Traffic":
         for thread in self.threads:
@@ -135,14 +137,17 @@ def test_sigterm_drains_then_stops_without_failing_a_request(tmp_path):
             live.process.send_signal(signal.SIGTERM)
             readiness = []
             while time.monotonic() - sent_term < 1.5:  # a load balancer's probes
-                status = requests.get(f"{live.url}/readyz", timeout=5).status_code
-                readiness.append((time.monotonic() - sent_term, status))
+                asked = time.monotonic() - sent_term
+                readiness.append((asked, requests.get(f"{live.url}/readyz", timeout=5).status_code))
         # the clients stopped ~1.5 s into the 3 s drain, as a load balancer would
         exit_code = live.process.wait(timeout=60)
         stopped = time.monotonic() - sent_term
-    first_503 = next(i for i, (_, status) in enumerate(readiness) if status == 503)
-    assert readiness[first_503][0] < 0.5  # draining shows at once
-    assert {status for _, status in readiness[first_503:]} == {503}
+    # draining shows at once: every probe asked 0.1 s after SIGTERM or later hears 503 (how soon
+    # a probe is answered depends on when a worker is free, as for any request)
+    assert [status for asked, status in readiness if asked >= 0.1] == [503] * sum(
+        1 for asked, _ in readiness if asked >= 0.1
+    )
+    assert readiness and readiness[-1][1] == 503
     assert exit_code == 0 and stopped < 3 + 20
     assert [status for _, status in traffic.outcomes] == [200] * len(traffic.outcomes)
     assert sum(1 for at, _ in traffic.outcomes if at > sent_term) >= 2  # served while draining
