@@ -60,7 +60,12 @@ class SimulatedSpec:
         return Path(workdir) / f"{name}-{self.simulator}-seed{self.seed}-n{self.total}.h5"
 
 
-SIMULATORS = {"A": "training.simulate", "B": "training.simulate_b", "C": "training.simulate_c"}
+SIMULATORS = {
+    "A": "training.simulate",
+    "B": "training.simulate_b",
+    "C": "training.simulate_c",
+    "D": "training.simulate_d",
+}
 TRAIN_SPECS = (
     SimulatedSpec(total=50_000, seed=2020, first_detectid=1_000_500_000, simulator="A"),
     SimulatedSpec(total=50_000, seed=2120, first_detectid=2_000_500_000, simulator="B"),

@@ -36,7 +36,7 @@ from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-FIRST_DETECTID = {"A": 1_100_000_000, "B": 2_100_000_000, "C": 3_100_000_000}
+FIRST_DETECTID = {"A": 1_100_000_000, "B": 2_100_000_000, "C": 3_100_000_000, "D": 4_100_000_000}
 CROSS_SIMULATORS = ("A", "B")  # C stays out of every training set: it is the unseen source
 TRAIN_SEED, TEST_SEED = 31, 32  # neither the packaged model's training nor held-out seeds
 LOW_SNR = (4.8, 5.5)
@@ -164,7 +164,7 @@ def trained_on(model_dir: Path) -> set[str]:
     return {entry["simulator"] for entry in manifest["training"].get("simulators", [])}
 
 
-def unseen(model_dir: Path, simulator: str, size: int, novel_prefix: str = "c_new_") -> dict:
+def unseen(model_dir: Path, simulator: str, size: int) -> dict:
     """A packaged model on a simulator it never saw: the DR1-mix summary, what it calls each
     family, and how well novelty finds the families no other simulator renders."""
     if simulator in trained_on(model_dir):
@@ -182,6 +182,7 @@ def unseen(model_dir: Path, simulator: str, size: int, novel_prefix: str = "c_ne
             "flagged_novel": float(scores.novel[inside].mean()),
             "median_novelty": float(np.median(scores.novelty[inside])),
         }
+    novel_prefix = f"{simulator.lower()}_new_"  # the kinds its author added beyond the brief
     brand_new = np.char.startswith(test.family.astype(str), novel_prefix)
     return {
         "model": str(model_dir),

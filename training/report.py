@@ -14,6 +14,7 @@ from training.evaluate import Evaluation
 CURVE_PNG, MAP_PNG = "score_curve.png", "umap_map.png"
 TARGET_FOM, TARGET_LOW_SNR_BALANCED_ACCURACY = 0.94, 0.85
 GENERALISATION = ("cross.md", "lofo.md")  # written by `python -m training experiment`
+UNSEEN = "unseen-*.json"  # `experiment unseen`: this very model on a simulator it never saw
 
 # The 2020 ensemble on DR1 (HETDEX brief): CNN score bands, and per-class accuracy (appendix).
 BANDS_2020 = {"discard": (18200, 0.9884), "ambiguous": (17448, 0.7740), "keep": (35029, 0.0485)}
@@ -186,6 +187,23 @@ def generalisation_targets(model_dir: Path) -> list[str]:
             f"- At most 1% of in-distribution cutouts flagged: {_verdict(worst_alarm <= 0.01)} "
             f"(worst run {worst_alarm:.4f}).",
         ]
+    for path in sorted(model_dir.glob(UNSEEN)):
+        r = json.loads(path.read_text())
+        ensemble, cnn, low = r["dr1"]["ensemble"], r["dr1"]["cnn"], r["low_snr"]["ensemble"]
+        stage2, diff, new = r["stage2"], r["ensemble_minus_cnn_fom"], r["brand_new"]
+        lines += [
+            f"- This model on simulator {r['simulator']}, never trained on "
+            f"([{path.with_suffix('.md').name}]({path.with_suffix('.md').name})): DR1-mix FoM >= "
+            f"{TARGET_FOM}: {_verdict(ensemble['fom'] >= TARGET_FOM)} ({ensemble['fom']:.4f}; "
+            f"CNN alone {cnn['fom']:.4f}); low-S/N balanced accuracy >= "
+            f"{TARGET_LOW_SNR_BALANCED_ACCURACY}: "
+            f"{_verdict(low['balanced_accuracy'] >= TARGET_LOW_SNR_BALANCED_ACCURACY)} "
+            f"({low['balanced_accuracy']:.4f}); stage 2 decides {stage2['share']:.4f} with "
+            f"accuracy {stage2['accuracy']:.4f} against {stage2['constant_accuracy']:.4f} "
+            f"constant; ensemble minus CNN alone {diff['difference']:+.4f} "
+            f"[{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]; novelty AUROC on the kinds "
+            f"only that simulator renders {new['novelty_auroc']:.3f}.",
+        ]
     return [*lines, ""] if lines else []
 
 
@@ -258,7 +276,9 @@ def render_markdown(manifest: dict, held: dict) -> str:
             f"{metrics_other['novel_share']:.4f}.",
             "",
         ]
-    present = [name for name in GENERALISATION if (Path(manifest["model_dir"]) / name).is_file()]
+    model_dir = Path(manifest["model_dir"])
+    present = [name for name in GENERALISATION if (model_dir / name).is_file()]
+    present += [path.with_suffix(".md").name for path in sorted(model_dir.glob(UNSEEN))]
     if present:
         lines += [
             "## On data it was not built from",

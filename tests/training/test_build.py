@@ -5,6 +5,7 @@ import json
 import pytest
 
 from service.bundle import ModelBundle
+from training import experiments
 from training.build import SimulatedSpec, build
 from training.ensemble import UmapConfig
 from training.train import TrainConfig
@@ -36,3 +37,11 @@ def test_build_trains_on_both_simulators_and_reports_each_heldout_set(tmp_path):
     report = (model_dir / "REPORT.md").read_text()
     assert "2020 (appendix)" in report and "Also held out" in report
     assert "Stage 2 (the SVM) decided" in report
+
+    # the same model on a simulator it never saw, and a refusal for one it was trained on
+    unseen = experiments.unseen(model_dir, "C", 600)
+    assert unseen["n"] == 600 and 0 < unseen["brand_new"]["n"] < 600
+    assert sum(f["n"] for f in unseen["families"].values()) == 600
+    assert 0 <= unseen["dr1"]["ensemble"]["fom"] <= 1
+    with pytest.raises(ValueError, match="was trained on simulator A"):
+        experiments.unseen(model_dir, "A", 100)

@@ -1,0 +1,94 @@
+"""Consensus, agreement and export: the Labels file trains a tiny model."""
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from service.cli import main
+from service.client.labels import consensus, rule
+from service.client.review.agreement import measure
+from service.client.review.app import Review, create_app
+from service.client.review.votes import Vote, VoteStore
+from tests.service.client.conftest import MODELS
+from training.cli import main as training_cli
+from training.dataset import read_labelled
+
+
+def votes(*triples: tuple[int, str, int]) -> list[Vote]:
+    return [Vote(detectid, who, vis_class, "t") for detectid, who, vis_class in triples]
+
+
+def test_consensus_is_a_strict_majority_with_enough_votes():
+    cast = votes((1, "a", 5), (1, "b", 5), (1, "c", 4), (2, "a", 0), (2, "b", -2), (3, "a", -1))
+    agreed = consensus(cast)
+    assert agreed.detectid.tolist() == [1, 3]  # 2 is a tie
+    assert agreed.vis_class.tolist() == [5, -1]
+    assert agreed.votes[0].tolist() == [0, 0, 0, 0, 0, 0, 1, 2]
+    assert consensus(cast, min_votes=2).detectid.tolist() == [1]
+    assert "ties" in rule(2) and "fewer than 2 vote(s)" in rule(2)
+
+
+def test_agreement_uses_the_library_statistics(night_journal, night_file, tmp_path):
+    review = Review.load(night_journal, night_file, tmp_path / "r.sqlite", MODELS)
+    ids = review.night.catalogue.detectid[:8].tolist()
+    ann = [5, 4, 0, 1, 3, -2, -1, 2]
+    bob = [5, 3, 0, 2, 3, -2, -2, 2]
+    cast = votes(*zip(ids, ["ann"] * 8, ann, strict=True), *zip(ids, ["bob"] * 8, bob, strict=True))
+    measured = measure(cast, review.night, review.model.heldout_class_accuracy)
+    (pair,) = measured.pairs
+    graded = [i for i in range(8) if ann[i] >= 0 and bob[i] >= 0]
+    expected = cohen_kappa_score(
+        [ann[i] for i in graded], [bob[i] for i in graded], labels=range(6), weights="quadratic"
+    )
+    assert (pair.both, pair.graded) == (8, 6) and pair.kappa == pytest.approx(expected)
+    assert (pair.artifact_cases, pair.artifact_agreement) == (2, 0.5)
+    assert measured.alpha is not None and 0.5 < measured.alpha <= 1
+    assert measured.by_class.sum() == 16
+    per_class = {cls: (n, acc) for cls, n, acc, _ in measured.per_class}
+    assert per_class[5][0] == 1 and per_class[-1][0] == 0  # -1 vs -2 is a tie: left out
+    decision = review.night.catalogue.decision[0]
+    assert per_class[5][1] == (1.0 if decision == "real" else 0.0)
+    page = create_app(review)
+    review.store.vote(ids[0], "ann", 5)
+    assert page.test_client().get("/agreement").status_code == 200
+
+
+def test_export_writes_labels_that_training_reads_and_trains_on(tiny_file, tmp_path):
+    """Votes on the tiny labelled file (true classes, a few ties) retrain a tiny model."""
+    with h5py.File(tiny_file) as handle:
+        truth = handle["Labels"][...]
+    db = tmp_path / "r.sqlite"
+    store = VoteStore.open(db, {"fingerprint": "tiny", "file": tiny_file.name})
+    for detectid, vis_class in zip(
+        truth["detectid"].tolist(), truth["vis_class"].tolist(), strict=True
+    ):
+        store.vote(detectid, "ann", vis_class)
+    for detectid in truth["detectid"][:5].tolist():
+        store.vote(detectid, "bob", 5 if truth["vis_class"][0] != 5 else 0)
+    out = tmp_path / "labels.h5"
+    assert main(["labels", "export", "--db", str(db), "--out", str(out)]) == 0
+    with h5py.File(out) as handle:
+        table = handle["Labels"]
+        assert "majority of votes" in table.attrs["consensus_rule"]
+        assert table.attrs["classes"].tolist() == list(range(-2, 6))
+        assert handle.attrs["reviewers"] == "ann,bob"
+        assert table["n_votes"].max() == 2
+    labelled = read_labelled(tiny_file, out)
+    assert len(labelled) >= len(truth) - 5
+    np.testing.assert_array_equal(
+        labelled.vis_class, truth["vis_class"][np.isin(truth["detectid"], labelled.detectid)]
+    )
+    model = tmp_path / "model"
+    arguments = ["train", "--data", str(tiny_file), "--labels", str(out), "--out", str(model)]
+    assert training_cli([*arguments, "--version", "0.0.9", "--epochs", "1"]) == 0
+    assert (model / "manifest.json").is_file()
+
+
+def test_export_refuses_a_database_without_consensus(tmp_path):
+    db = tmp_path / "r.sqlite"
+    VoteStore.open(db, {"fingerprint": "x", "file": "x.h5"})
+    with pytest.raises(SystemExit, match=f"error: {db}: no detection has a consensus label"):
+        main(["labels", "export", "--db", str(db), "--out", str(tmp_path / "l.h5")])
+    with pytest.raises(SystemExit, match=f"error: {tmp_path / 'no.sqlite'}: no such file"):
+        main(["labels", "export", "--db", str(tmp_path / "no.sqlite"), "--out", "l.h5"])
