@@ -191,3 +191,68 @@ def test_only_valid_ids_are_echoed_beside_errors(bad_id):
 def test_a_bad_id_gets_a_clear_message(rng):
     with pytest.raises(InvalidInputError, match="integer \\(int64\\) or a string of 1 to 64"):
         codec.decode_single(body({"detectid": "x" * 65, "cutout": cutout(rng)}))
+
+
+PLAIN_OR_NOT = [
+    {"cutout": [[1.5, -2, 0.0] * 11] * 9, "detectid": 5, "wave": 4000.5},
+    {"cutout": [[1] * 100] * 9, "detectid": "HETDEX J1234"},
+    {"cutout": [[1, 2]]},
+    {"cutout": []},
+    {"cutout": [[], []]},
+    {"cutout": [[1, True]] * 9},
+    {"cutout": [[1, [2]]] * 9},
+    {"cutout": [[1] * 32] * 8 + [[1] * 31]},
+    {"cutout": [[1e39] * 32] * 9},
+    {"cutout": [[18446744073709551615] * 32] * 9},
+    {"cutout": [[0.5] * 32] * 9, "detectid": True},
+    {"cutout": [[0.5] * 32] * 9, "detectid": [1]},
+    {"cutout": [[0.5] * 32] * 9, "detectid": "a[b"},
+    {"cutout": [[0.5] * 32] * 9, "wave": -1},
+    {"cutout": [[0.5] * 32] * 9, "extra": 1},
+    {"detectid": 1},
+    [1, 2],
+]
+ODD_BODIES = [
+    b'{"cutout": [[1, 2]], "cutout": [[3]]}',
+    b'{"cutout": [[NaN]]}',
+    b'{"cutout": [[1e400]]}',
+    b'{"cutout": [[1]], "detectid": 123456789012345678901234567890}',
+]
+
+
+def outcome(decode, raw: bytes):
+    """What a decoder made of a body, comparable across decoders."""
+    try:
+        decoded = decode(raw)
+    except codec.LinescoreError as error:
+        return ("refused", type(error).__name__, error.detail, error.pointer)
+    return [
+        (
+            d.detectid,
+            d.wave,
+            None if d.cutout is None else d.cutout.tobytes(),
+            d.error and d.error.problem(),
+        )
+        for d in (decoded if isinstance(decoded, list) else [decoded])
+    ]
+
+
+@pytest.mark.parametrize("raw", [body(item) for item in PLAIN_OR_NOT] + ODD_BODIES)
+def test_the_fast_json_path_decodes_exactly_as_the_full_one(raw, monkeypatch):
+    fast = outcome(codec.decode_single, raw)
+    batch = b'{"detections": [' + raw + b"]}"
+    fast_batch = outcome(lambda b: codec.decode_batch(b, codec.JSON, 16), batch)
+    monkeypatch.setattr(codec, "plain_document", lambda raw: None)  # the full path only
+    assert outcome(codec.decode_single, raw) == fast
+    assert outcome(lambda b: codec.decode_batch(b, codec.JSON, 16), batch) == fast_batch
+
+
+def test_a_plain_batch_never_reaches_the_full_path(rng, monkeypatch):
+    def refuse(*_):
+        raise AssertionError("the full path ran")
+
+    monkeypatch.setattr(codec, "parse_json", refuse)
+    items = [{"detectid": i, "cutout": cutout(rng, 100)} for i in range(3)]
+    detections = codec.decode_batch(body({"detections": items}), codec.JSON, 16)
+    assert [d.detectid for d in detections] == [0, 1, 2]
+    assert codec.decode_single(body(items[0])).detectid == 0

@@ -30,6 +30,9 @@ def test_a_set_but_blank_token_is_refused_not_ignored(blank):
         ("LINESCORE_WORKERS", "0"),
         ("LINESCORE_MAX_BATCH", "many"),
         ("LINESCORE_DRAIN_SECONDS", "-1"),
+        ("LINESCORE_HTTP_THREADS", "0"),
+        ("LINESCORE_MAX_CONNECTIONS", "1"),
+        ("LINESCORE_KEEPALIVE", "-5"),
     ],
 )
 def test_bad_values_are_refused(variable, value):
