@@ -10,11 +10,14 @@ from training import experiments
 from training.ablate import ablate
 from training.build import (
     SIMULATORS,
+    TRAIN_SIMULATORS,
     TRAIN_SPECS,
     SimulatedSpec,
     build,
+    heldout_specs,
     publish,
     record_heldout,
+    train_specs,
 )
 from training.dataset import DatasetError, LabelledCutouts, read_labelled, write_dataset
 from training.ensemble import Stage2Error, UmapConfig
@@ -107,6 +110,14 @@ def parser() -> argparse.ArgumentParser:
     bld.add_argument("--version", required=True)
     bld.add_argument("--workdir", type=Path, default=Path("build"))
     bld.add_argument("--models-root", type=Path, default=Path("models"))
+    bld.add_argument(
+        "--simulators",
+        nargs="+",
+        choices=sorted(SIMULATORS),
+        default=list(TRAIN_SIMULATORS),
+        help="train on these (and hold out a set of each)",
+    )
+    bld.add_argument("--train-size", type=int, default=TRAIN_SPECS[0].total, help="per simulator")
     return root
 
 
@@ -232,7 +243,21 @@ def main(argv: list[str] | None = None) -> int:
             held = publish(args.model, manifest, evaluation)["heldout"]["metrics"]
             print(json.dumps({k: held[k] for k in ("baseline", "cnn_alone", "ensemble")}, indent=2))
         else:
-            manifest = build(args.version, args.workdir, args.models_root)
+            simulators = tuple(args.simulators)
+            command = "make models"
+            if simulators != TRAIN_SIMULATORS or args.train_size != TRAIN_SPECS[0].total:
+                command = (
+                    f"python -m training build --version {args.version} --simulators "
+                    f"{' '.join(simulators)} --train-size {args.train_size}"
+                )
+            manifest = build(
+                args.version,
+                args.workdir,
+                args.models_root,
+                train_specs(simulators, args.train_size),
+                heldout_specs(simulators),
+                command=command,
+            )
             print(json.dumps(manifest["heldout"]["metrics"]["ensemble"], indent=2))
     except (DatasetError, Stage2Error) as error:
         raise SystemExit(f"error: {error}") from None
