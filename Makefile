@@ -29,13 +29,17 @@ test: lint
 models: install
 	$(BIN)/python -m training build --version $(MODEL_VERSION) --workdir $(BUILD)
 
-# Generalisation: the cross-simulator matrix and leave-one-family-out (about 90 min on 2 cores).
+# Generalisation: the cross-simulator matrix, leave-one-family-out, and the packaged model on
+# the simulators it never saw (C, D) (about 95 min on 2 cores).
 EXPERIMENT_SIZES ?= --train-size 16000 --test-size 20000 --epochs 6
 experiments: install
 	$(BIN)/python -m training experiment cross --out models/$(MODEL_VERSION) \
 		--workdir $(BUILD)/experiments $(EXPERIMENT_SIZES)
 	$(BIN)/python -m training experiment lofo --out models/$(MODEL_VERSION) \
 		--workdir $(BUILD)/experiments $(EXPERIMENT_SIZES)
+	for simulator in C D; do $(BIN)/python -m training experiment unseen \
+		--model models/$(MODEL_VERSION) --simulator $$simulator --test-size 20000 \
+		--out models/$(MODEL_VERSION) || exit 1; done
 	$(BIN)/python -m training report --model models/$(MODEL_VERSION)
 
 ablation: install

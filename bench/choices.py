@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bench import server
+from bench import decode, server
 from bench.run import run_clients, single_source
 from bench.timing import median_seconds
 from service.bundle import ModelBundle
@@ -62,6 +62,35 @@ def worker_choices(cutouts: np.ndarray, seconds: float = 4) -> list[str]:
             f"| {label} | {single[1]['p50_ms']:.2f} | {single[1]['p99_ms']:.2f} | "
             f"{single[4]['requests_per_second']:,.0f} | {rate:,.0f} |"
         )
+    return rows
+
+
+MALLOC_CHOICES: dict[str, dict[str, str | None]] = {
+    "2 arenas, glibc's dynamic mmap threshold": {
+        "MALLOC_ARENA_MAX": "2",
+        "MALLOC_MMAP_THRESHOLD_": None,
+    },
+    "1 arena, dynamic threshold": {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": None},
+    "2 arenas, fixed 1 MiB mmap threshold (default)": {
+        "MALLOC_ARENA_MAX": None,
+        "MALLOC_MMAP_THRESHOLD_": None,
+    },
+}
+
+
+def malloc_settings(cutouts: np.ndarray, seconds: float = 3) -> list[str]:
+    """Resident memory per worker after every batch format at 1024, per glibc setting (None:
+    the variable is unset; with both unset, `linescore serve` sets its defaults)."""
+    rows = ["| glibc malloc | RSS per worker MB after the batch load |", "|---|---|"]
+    for label, env in MALLOC_CHOICES.items():
+        live = server.start(env)
+        try:
+            for content_type, body in decode.bodies(cutouts).values():
+                run_clients(live.port, "/v1/score/batch", content_type, body, 2, seconds, 2)
+            memory = [server.resident_mb(pid) for pid in live.workers()]
+        finally:
+            live.stop()
+        rows.append(f"| {label} | {', '.join(f'{mb:.0f}' for mb in memory)} |")
     return rows
 
 
@@ -140,6 +169,7 @@ def main() -> None:
     bundle = ModelBundle.load(model_dir)
     sections = [
         ("Gunicorn worker (2 workers): keep-alive and request threads", worker_choices(cutouts)),
+        ("Worker memory: glibc malloc settings", malloc_settings(cutouts)),
         ("ONNX Runtime batch chunk and memory arena", onnx_runtime(model_dir)),
         ("Single-point SVM", single_point_svm(bundle)),
         ("Normalisation", normalisation(cutouts)),

@@ -49,10 +49,11 @@ class Server:
         self.process.wait(timeout=60)
 
 
-def start(env_overrides: dict[str, str], workers: int = 2, timeout: float = 180) -> Server:
-    """Start the server; ready once /readyz answered 200 on 10 fresh connections in a row."""
+def start(env_overrides: dict[str, str | None], workers: int = 2, timeout: float = 180) -> Server:
+    """Start the server; ready once /readyz answered 200 on 10 fresh connections in a row.
+    An override of None removes the variable."""
     port = free_port()
-    env = {**os.environ, **env_overrides}
+    env = {k: v for k, v in {**os.environ, **env_overrides}.items() if v is not None}
     started = time.perf_counter()
     process = subprocess.Popen(
         [str(LINESCORE), "serve", "--port", str(port), "--workers", str(workers)],

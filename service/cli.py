@@ -86,15 +86,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+GLIBC_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+
+
 def serve(host: str, port: int, workers: int | None, argv: list[str]) -> None:
     """Run the server in this process, so signals reach gunicorn's master directly.
 
-    glibc reads MALLOC_ARENA_MAX only at process start, so if it is unset this process first
-    re-executes itself with it (the image sets it in ENV): two arenas keep a worker's memory from
-    fragmenting across per-thread arenas.
+    glibc reads its malloc settings only at process start, so if MALLOC_ARENA_MAX is unset
+    this process first re-executes itself with ``GLIBC_MALLOC`` (the image sets both in ENV):
+    two arenas keep a worker's memory from fragmenting across per-thread arenas, and a fixed
+    1 MiB mmap threshold hands a batch's large buffers back to the system when they are freed
+    (glibc otherwise raises the threshold and keeps them in the heap; bench/CHOICES.md).
     """
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        os.environ["MALLOC_ARENA_MAX"] = "2"
+    if "MALLOC_ARENA_MAX" not in os.environ:  # set: the environment has chosen
+        for name, value in GLIBC_MALLOC.items():
+            os.environ.setdefault(name, value)
         os.execv(sys.executable, [sys.executable, "-m", "service.cli", *argv])
     from service.server import serve as run_server
 

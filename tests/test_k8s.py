@@ -35,6 +35,7 @@ LIBRARY_VARIABLES = {
     "MKL_NUM_THREADS",
     "NUMBA_NUM_THREADS",
     "MALLOC_ARENA_MAX",  # glibc: fewer arenas, less fragmentation per worker
+    "MALLOC_MMAP_THRESHOLD_",  # glibc: a batch's large buffers go back to the system when freed
     "PYTHONDONTWRITEBYTECODE",  # no .pyc writes on the read-only root
     "PYTHONUNBUFFERED",
 }
