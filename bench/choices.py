@@ -81,16 +81,27 @@ MALLOC_CHOICES: dict[str, dict[str, str | None]] = {
 def malloc_settings(cutouts: np.ndarray, seconds: float = 3) -> list[str]:
     """Resident memory per worker after every batch format at 1024, per glibc setting (None:
     the variable is unset; with both unset, `linescore serve` sets its defaults)."""
-    rows = ["| glibc malloc | RSS per worker MB after the batch load |", "|---|---|"]
+    rows = [
+        "| glibc malloc | RSS per worker MB after the batch load | npy 1024 cutouts/s "
+        "| JSON 1024 cutouts/s |",
+        "|---|---|---|---|",
+    ]
     for label, env in MALLOC_CHOICES.items():
         live = server.start(env)
+        rates = {}
         try:
-            for content_type, body in decode.bodies(cutouts).values():
-                run_clients(live.port, "/v1/score/batch", content_type, body, 2, seconds, 2)
+            for name, (content_type, body) in decode.bodies(cutouts).items():
+                per_client = run_clients(
+                    live.port, "/v1/score/batch", content_type, body, 2, seconds, 2
+                )
+                rates[name] = len(cutouts) * sum(map(len, per_client)) / seconds
             memory = [server.resident_mb(pid) for pid in live.workers()]
         finally:
             live.stop()
-        rows.append(f"| {label} | {', '.join(f'{mb:.0f}' for mb in memory)} |")
+        rows.append(
+            f"| {label} | {', '.join(f'{mb:.0f}' for mb in memory)} | {rates['npy']:,.0f} | "
+            f"{rates['json']:,.0f} |"
+        )
     return rows
 
 
