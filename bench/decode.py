@@ -7,6 +7,8 @@ Run: .venv/bin/python -m bench.decode [--repeats 15] (also part of `make bench`)
 import argparse
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -35,8 +37,20 @@ def bodies(cutouts: np.ndarray) -> dict[str, tuple[str, bytes]]:
     }
 
 
+@contextmanager
+def full_json_path() -> Iterator[None]:
+    """Decode JSON as bodies the fast (simdjson) path does not take: orjson and pydantic."""
+    plain_document = codec.plain_document
+    codec.plain_document = lambda body: None
+    try:
+        yield
+    finally:
+        codec.plain_document = plain_document
+
+
 def table(repeats: int) -> list[str]:
-    """Markdown rows: decode medians per format and batch size, and the ratio to JSON."""
+    """Markdown rows: decode medians per format and batch size, and the ratio to JSON; JSON
+    also through the full path (what a body with any problem takes), side by side."""
     rng = np.random.default_rng(0)
     rows = [
         "| batch | format | body MB | decode median ms | per cutout us | JSON / this |",
@@ -50,6 +64,11 @@ def table(repeats: int) -> list[str]:
             )
             for name, (media, body) in forms.items()
         }
+        with full_json_path():
+            forms["json, full path"] = forms["json"]
+            medians["json, full path"] = median_seconds(
+                lambda b=forms["json"][1]: codec.decode_batch(b, codec.JSON, 1 << 20), repeats
+            )
         for name, (_, body) in forms.items():
             rows.append(
                 f"| {n} | {name} | {len(body) / 1e6:.2f} | {medians[name] * 1e3:.2f} | "
