@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
 """The packaged models of a source checkout; an installed wheel sets LINESCORE_MODELS_ROOT."""
@@ -55,6 +55,13 @@ class Settings(BaseModel):
     request_timeout: int = Field(60, ge=1)
     client_timeout: float = Field(10.0, gt=0)
     prometheus_multiproc_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def room_to_keep_alive(self) -> "Settings":
+        """Connections beyond the request threads are the ones kept alive; none would be."""
+        if self.max_connections <= self.http_threads:
+            raise ValueError("LINESCORE_MAX_CONNECTIONS must exceed LINESCORE_HTTP_THREADS")
+        return self
 
     @field_validator("api_token", mode="before")
     @classmethod

@@ -11,8 +11,9 @@
   (Ctrl-C) stops at once.
 - HTTP/1.1 keep-alive (gunicorn's threaded worker), keeping what sync workers gave: a worker
   listens for new connections only while it has no request in progress, so an idle worker takes
-  the next one (and a probe never queues behind a batch on a busy worker); a connection kept
-  alive is closed after ``keepalive`` idle seconds, at most ``max_connections`` per worker.
+  the next one (and a probe on a new connection never queues behind a batch on a busy worker);
+  a connection kept alive is closed after ``keepalive`` idle seconds, at most
+  ``max_connections`` per worker.
 - Client sockets time out after ``client_timeout``: a stalled upload frees its thread instead of
   holding it until the worker is replaced at ``request_timeout``.
 - The model directory is checked in the master before any worker starts, so a missing or empty
@@ -23,7 +24,6 @@ This module imports nothing heavy: it runs in the master.
 
 import errno
 import os
-import select
 import selectors
 import socket
 import sys
@@ -93,6 +93,17 @@ class TimedSocket(socket.socket):
         self.settimeout(self.timeout_seconds if flag else 0.0)
 
 
+def request_waiting(sock: socket.socket) -> bool:
+    """Whether bytes (or the peer's close) wait on a non-blocking socket, without reading."""
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset: the base class closes it when it tries to serve it
+    return True
+
+
 class LinescoreWorker(ThreadWorker):
     """gunicorn's threaded worker (keep-alive) with the guarantees of the old sync worker.
 
@@ -100,13 +111,15 @@ class LinescoreWorker(ThreadWorker):
       that accepted while loading would answer 503 to traffic the other worker could serve.
     - New connections are accepted only while no request is in progress here; the kernel offers
       each one to every listening worker, so an idle worker takes it.
-    - A request running past ``request_timeout`` stops the heartbeat, so the master replaces the
-      worker, as it did a stuck sync worker (the threaded worker's loop would beat on).
+    - A request running past ``request_timeout`` (counted from when it got a thread) has the
+      master replace the worker, as a stuck sync worker was (the threaded worker's loop would
+      beat on).
     - Draining: idle kept-alive connections are closed, and every answer closes its connection.
     """
 
     def init_process(self) -> None:
-        self.started: dict[int, float] = {}  # in-progress connections -> monotonic start
+        self.started: set[int] = set()  # connections with a request in progress here
+        self.running: dict[int, float] = {}  # ... and since when a thread has been on each
         super().init_process()
 
     @property
@@ -125,9 +138,14 @@ class LinescoreWorker(ThreadWorker):
         super().run()
 
     def notify(self) -> None:
-        oldest = min(self.started.values(), default=None)
-        if oldest is None or time.monotonic() - oldest < self.settings.request_timeout:
+        """The heartbeat, dated back to when the oldest running request got its thread: the
+        master replaces this worker once one request has run ``request_timeout``, as it did a
+        sync worker. Time queued behind other requests does not count."""
+        oldest = min(tuple(self.running.values()), default=None)  # threads add to it
+        if oldest is None:
             super().notify()
+        else:
+            os.utime(self.tmp.fileno(), (oldest, oldest))  # gunicorn's clock: time.monotonic
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled and not self.started)
@@ -159,12 +177,20 @@ class LinescoreWorker(ThreadWorker):
         )
 
     def enqueue_req(self, conn: TConn) -> None:
-        self.started[id(conn)] = time.monotonic()
+        self.started.add(id(conn))
         self.set_accept_enabled(False)
         super().enqueue_req(conn)
 
+    def handle(self, conn: TConn):
+        """In a request thread: the request's clock starts when it gets the thread."""
+        self.running[id(conn)] = time.monotonic()
+        try:
+            return super().handle(conn)
+        finally:
+            self.running.pop(id(conn), None)
+
     def finish_request(self, conn: TConn, fs) -> None:
-        self.started.pop(id(conn), None)
+        self.started.discard(id(conn))
         super().finish_request(conn, fs)
 
     def handle_request(self, req, conn: TConn) -> bool:
@@ -174,12 +200,11 @@ class LinescoreWorker(ThreadWorker):
 
     def murder_keepalived(self, force: bool = False) -> None:
         """While draining, close every idle kept-alive connection, but first serve any whose
-        next request has already arrived (it is answered with ``Connection: close``)."""
-        if self.draining:
-            for conn in list(self.keepalived_conns):
-                readable, _, _ = select.select([conn.sock], [], [], 0)
-                if readable:
-                    self.on_client_socket_readable(conn, conn.sock)
+        next request has already arrived (it is answered with ``Connection: close``); not at
+        the final cleanup (``force``), when the graceful time is over."""
+        if self.draining and not force:
+            for conn in [c for c in self.keepalived_conns if request_waiting(c.sock)]:
+                self.on_client_socket_readable(conn, conn.sock)
         super().murder_keepalived(force=force or self.draining)
 
 

@@ -29,6 +29,12 @@ from training.report import write_report
 from training.train import PROTOCOL_CLASSES, TrainConfig
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def class_counts_argument(text: str) -> dict[int, int]:
     try:
         pairs = (item.split(":") for item in text.split(","))
@@ -117,7 +123,9 @@ def parser() -> argparse.ArgumentParser:
         default=list(TRAIN_SIMULATORS),
         help="train on these (and hold out a set of each)",
     )
-    bld.add_argument("--train-size", type=int, default=TRAIN_SPECS[0].total, help="per simulator")
+    bld.add_argument(
+        "--train-size", type=positive_int, default=TRAIN_SPECS[0].total, help="per simulator"
+    )
     return root
 
 
@@ -154,9 +162,8 @@ def run_unseen(model_dir: Path | None, simulator: str, size: int, out: Path) -> 
         f"Reproduce: `{command}`",
         "",
         f"{size} detections of simulator {simulator} at the DR1 class mix (seed "
-        f"{experiments.TEST_SEED}), scored through the serving path. Simulator {simulator} was "
-        "written clean-room from the HETDEX brief: its own noise model, its own rendering of "
-        "every family, and kinds of artifact no other simulator here renders.",
+        f"{experiments.TEST_SEED}), scored through the serving path; the model's manifest "
+        f"records its training simulators, and {simulator} is not among them.",
     ]
     table = experiments.unseen_table(result)
     return experiments.write(out, f"unseen-{simulator}", result, table, header)
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             simulators = tuple(args.simulators)
             command = "make models"
-            if simulators != TRAIN_SIMULATORS or args.train_size != TRAIN_SPECS[0].total:
+            if set(simulators) != set(TRAIN_SIMULATORS) or args.train_size != TRAIN_SPECS[0].total:
                 command = (
                     f"python -m training build --version {args.version} --simulators "
                     f"{' '.join(simulators)} --train-size {args.train_size}"

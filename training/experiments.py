@@ -2,7 +2,7 @@
 
 Every run trains a complete model directory with :func:`training.fit.train_bundle` and scores
 held-out sets through the serving path (:func:`training.evaluate.evaluate`), so a number here is
-what the service would answer. Two simulators: A (``training.simulate``) and B
+what the service would answer. The cross-simulator runs use A (``training.simulate``) and B
 (``training.simulate_b``, written clean-room from the HETDEX brief alone).
 
 - ``cross``: train on A, on B, on A+B; test on held-out A and held-out B; at the DR1 mix and
@@ -37,7 +37,7 @@ from training.train import TrainConfig
 log = logging.getLogger(__name__)
 
 FIRST_DETECTID = {"A": 1_100_000_000, "B": 2_100_000_000, "C": 3_100_000_000, "D": 4_100_000_000}
-CROSS_SIMULATORS = ("A", "B")  # C stays out of every training set: it is the unseen source
+CROSS_SIMULATORS = ("A", "B")  # the packaged model's sources; C and D test it as unseen ones
 TRAIN_SEED, TEST_SEED = 31, 32  # neither the packaged model's training nor held-out seeds
 LOW_SNR = (4.8, 5.5)
 VARIANTS: dict[str, TrainConfig] = {
@@ -159,15 +159,19 @@ def lofo(workdir: Path, sizes: Sizes, families: list[str], variant: str) -> dict
     return results
 
 
-def trained_on(model_dir: Path) -> set[str]:
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    return {entry["simulator"] for entry in manifest["training"].get("simulators", [])}
+def trained_on(manifest: dict, model_dir: Path) -> set[str]:
+    """The simulators a built model was trained on; a model trained from files (``train``)
+    has no such record, so nothing can be called unseen for it."""
+    if "simulators" not in manifest["training"]:
+        raise ValueError(f"{model_dir}: the manifest does not record its training simulators")
+    return {entry["simulator"] for entry in manifest["training"]["simulators"]}
 
 
 def unseen(model_dir: Path, simulator: str, size: int) -> dict:
     """A packaged model on a simulator it never saw: the DR1-mix summary, what it calls each
     family, and how well novelty finds the families no other simulator renders."""
-    if simulator in trained_on(model_dir):
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if simulator in trained_on(manifest, model_dir):
         raise ValueError(f"{model_dir} was trained on simulator {simulator}: it is not unseen")
     test = simulated(simulator, size, TEST_SEED, offset=50_000_000)
     evaluation = evaluate(model_dir, test)
@@ -186,6 +190,7 @@ def unseen(model_dir: Path, simulator: str, size: int) -> dict:
     brand_new = np.char.startswith(test.family.astype(str), novel_prefix)
     return {
         "model": str(model_dir),
+        "cnn_sha256": manifest["artifacts"][manifest["cnn"]["file"]],
         "simulator": simulator,
         **summarise(evaluation),
         "families": families,

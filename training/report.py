@@ -187,8 +187,7 @@ def generalisation_targets(model_dir: Path) -> list[str]:
             f"- At most 1% of in-distribution cutouts flagged: {_verdict(worst_alarm <= 0.01)} "
             f"(worst run {worst_alarm:.4f}).",
         ]
-    for path in sorted(model_dir.glob(UNSEEN)):
-        r = json.loads(path.read_text())
+    for path, r in unseen_results(model_dir):
         ensemble, cnn, low = r["dr1"]["ensemble"], r["dr1"]["cnn"], r["low_snr"]["ensemble"]
         stage2, diff, new = r["stage2"], r["ensemble_minus_cnn_fom"], r["brand_new"]
         lines += [
@@ -205,6 +204,19 @@ def generalisation_targets(model_dir: Path) -> list[str]:
             f"only that simulator renders {new['novelty_auroc']:.3f}.",
         ]
     return [*lines, ""] if lines else []
+
+
+def unseen_results(model_dir: Path) -> list[tuple[Path, dict]]:
+    """``experiment unseen`` results of this very model (same CNN), with a Markdown beside them:
+    a file left over from an earlier build of the same version is not reported."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    cnn = manifest["artifacts"][manifest["cnn"]["file"]]
+    results = []
+    for path in sorted(model_dir.glob(UNSEEN)):
+        result = json.loads(path.read_text())
+        if result.get("cnn_sha256") == cnn and path.with_suffix(".md").is_file():
+            results.append((path, result))
+    return results
 
 
 def render_markdown(manifest: dict, held: dict) -> str:
@@ -278,7 +290,7 @@ def render_markdown(manifest: dict, held: dict) -> str:
         ]
     model_dir = Path(manifest["model_dir"])
     present = [name for name in GENERALISATION if (model_dir / name).is_file()]
-    present += [path.with_suffix(".md").name for path in sorted(model_dir.glob(UNSEEN))]
+    present += [path.with_suffix(".md").name for path, _ in unseen_results(model_dir)]
     if present:
         lines += [
             "## On data it was not built from",

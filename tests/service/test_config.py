@@ -32,6 +32,7 @@ def test_a_set_but_blank_token_is_refused_not_ignored(blank):
         ("LINESCORE_DRAIN_SECONDS", "-1"),
         ("LINESCORE_HTTP_THREADS", "0"),
         ("LINESCORE_MAX_CONNECTIONS", "1"),
+        ("LINESCORE_MAX_CONNECTIONS", "2"),  # no more than the request threads: none kept alive
         ("LINESCORE_KEEPALIVE", "-5"),
     ],
 )

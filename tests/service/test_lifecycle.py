@@ -233,3 +233,36 @@ def test_stalled_clients_are_cut_off_and_free_their_worker(tmp_path):
         assert b"application/problem+json" in slow_body
         reply = requests.post(f"{live.url}/v1/score", json={"cutout": [[0.5] * 32] * 9}, timeout=5)
         assert reply.status_code == 200
+
+
+def test_a_request_running_past_the_request_timeout_has_its_worker_replaced(tmp_path):
+    """A body trickling in a byte at a time keeps its thread busy (each read is quick, so the
+    client timeout never fires); the master replaces the worker once the request has run
+    LINESCORE_REQUEST_TIMEOUT, and the replacement serves."""
+    env = {"LINESCORE_REQUEST_TIMEOUT": "3", "LINESCORE_CLIENT_TIMEOUT": "5"}
+    with live_server(tmp_path, env=env, workers=1) as live:
+        port = int(live.url.rsplit(":", 1)[1])
+        first = answering_worker(live.url)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as trickle:
+            trickle.sendall(
+                b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n["
+            )
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 20:
+                    trickle.sendall(b" ")
+                    time.sleep(0.25)
+            except OSError:  # the worker holding it was killed
+                pass
+            cut_after = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                replacement = answering_worker(live.url)
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+    assert 2.5 < cut_after < 6, cut_after  # about the request timeout, not twice it
+    assert replacement != first
+    assert "WORKER TIMEOUT" in live.log()
