@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench import decode, server
-from bench.run import run_clients, single_source
+from bench.run import batch_rate, single_source
 from bench.timing import median_seconds
 from service.bundle import ModelBundle
 from service.manifest import newest_model_dir
@@ -52,12 +52,11 @@ def worker_choices(cutouts: np.ndarray, seconds: float = 4) -> list[str]:
         live = server.start(env)
         try:
             single = single_source(live.port, cutouts[0], seconds, counts=(1, 4))
-            per_client = run_clients(
-                live.port, "/v1/score/batch", "application/x-npy", buffer.getvalue(), 2, seconds, 2
+            rate = batch_rate(
+                live.port, "application/x-npy", buffer.getvalue(), len(cutouts), seconds
             )
         finally:
             live.stop()
-        rate = len(cutouts) * sum(map(len, per_client)) / seconds
         rows.append(
             f"| {label} | {single[1]['p50_ms']:.2f} | {single[1]['p99_ms']:.2f} | "
             f"{single[4]['requests_per_second']:,.0f} | {rate:,.0f} |"
@@ -88,13 +87,11 @@ def malloc_settings(cutouts: np.ndarray, seconds: float = 3) -> list[str]:
     ]
     for label, env in MALLOC_CHOICES.items():
         live = server.start(env)
-        rates = {}
         try:
-            for name, (content_type, body) in decode.bodies(cutouts).items():
-                per_client = run_clients(
-                    live.port, "/v1/score/batch", content_type, body, 2, seconds, 2
-                )
-                rates[name] = len(cutouts) * sum(map(len, per_client)) / seconds
+            rates = {
+                name: batch_rate(live.port, content_type, body, len(cutouts), seconds)
+                for name, (content_type, body) in decode.bodies(cutouts).items()
+            }
             memory = [server.resident_mb(pid) for pid in live.workers()]
         finally:
             live.stop()

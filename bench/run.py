@@ -104,14 +104,18 @@ def single_source(port: int, cutout: np.ndarray, seconds: float, counts=(1, 2, 4
     return results
 
 
+def batch_rate(port: int, content_type: str, body: bytes, size: int, seconds: float) -> float:
+    """Cutouts/s of ``size``-cutout batches from 2 client connections."""
+    per_client = run_clients(port, "/v1/score/batch", content_type, body, 2, seconds, 2)
+    return size * sum(len(c) for c in per_client) / seconds
+
+
 def batch_throughput(port: int, cutouts: np.ndarray, seconds: float) -> dict:
-    results = {}
-    for size in (256, 1024):
-        for name, (content_type, body) in decode.bodies(cutouts[:size]).items():
-            per_client = run_clients(port, "/v1/score/batch", content_type, body, 2, seconds, 2)
-            requests = sum(len(c) for c in per_client)
-            results[(name, size)] = size * requests / seconds
-    return results
+    return {
+        (name, size): batch_rate(port, content_type, body, size, seconds)
+        for size in (256, 1024)
+        for name, (content_type, body) in decode.bodies(cutouts[:size]).items()
+    }
 
 
 def scrape(port: int) -> dict[str, float]:
