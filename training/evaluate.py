@@ -40,6 +40,7 @@ class Evaluation:
             "stage2": stage2_summary(truth, scores),
             "novel_share": float(scores.novel.mean()),
             "score_bands": metrics.score_bands(scores.cnn_score, truth, self.low, self.high),
+            "cnn_score_histogram": score_histogram(scores.cnn_score),
             "per_class_accuracy": {
                 name: metrics.per_class_accuracy(data.vis_class, truth, kept)
                 for name, kept in decisions.items()
@@ -86,3 +87,10 @@ def evaluate(model_dir: Path, data: LabelledCutouts, umap_transform: str = "fast
     low, high = bundle.thresholds
     cnn_alone = float(bundle.manifest["thresholds"]["cnn_alone"])
     return Evaluation(data, scores, low, high, cnn_alone, bundle.svm)
+
+
+def score_histogram(cnn_score: np.ndarray, bins: int = 40) -> dict:
+    """Counts of CNN scores in equal bins over [0, 1]: what a night's scores are compared with
+    (``linescore review``)."""
+    counts, edges = np.histogram(cnn_score, bins=bins, range=(0.0, 1.0))
+    return {"edges": edges.round(6).tolist(), "counts": counts.tolist()}

@@ -34,6 +34,8 @@ def test_build_trains_on_both_simulators_and_reports_each_heldout_set(tmp_path):
     assert [h["simulator"]["simulator"] for h in manifest["heldout_other"]] == ["A"]
     on_disk = json.loads((model_dir / "manifest.json").read_text())
     assert on_disk["heldout"]["metrics"]["data"]["detections"] == 400
+    histogram = on_disk["heldout"]["metrics"]["cnn_score_histogram"]
+    assert sum(histogram["counts"]) == 400 and len(histogram["edges"]) == 41
     report = (model_dir / "REPORT.md").read_text()
     assert "2020 (appendix)" in report and "Also held out" in report
     assert "Stage 2 (the SVM) decided" in report

@@ -2,8 +2,9 @@
 
 Its thresholds, its UMAP map (the training sample's places and classes, checksum-verified), and
 its held-out numbers: the score bands and per-class accuracy of the held-out set, and the CNN
-score distribution of the calibration split (held out from CNN training), recovered from the
-manifest's threshold grid, whose band counts are differences of that distribution's CDF.
+score distribution of the held-out set where the manifest records it (models built after 2.0.0),
+else of the calibration split (held out from CNN training), recovered from the manifest's
+threshold grid, whose band counts are differences of that distribution's CDF.
 """
 
 import io
@@ -26,6 +27,7 @@ class ModelReference:
     map_classes: np.ndarray  # (M,) their visual classes
     reference_edges: np.ndarray  # CNN score bin edges of the calibration histogram
     reference_density: np.ndarray  # its density per bin (integrates to the share inside)
+    reference_label: str  # which scores those are
     heldout_bands: dict[str, float]  # discard / ambiguous / keep share on the held-out set
     heldout_class_accuracy: dict[int, float]  # per visual class, the ensemble's accuracy
 
@@ -43,8 +45,10 @@ def load_model(models_root: Path, version: str, catalogue: Path) -> ModelReferen
             f"{catalogue}: scored by model {version!r}, but {error.detail} "
             "(set LINESCORE_MODELS_ROOT to the models it was scored with)"
         ) from None
-    edges, density = calibration_histogram(manifest)
     metrics = manifest.get("heldout", {}).get("metrics", {})
+    heldout = heldout_histogram(metrics)
+    edges, density = heldout or calibration_histogram(manifest)
+    label = "model, held-out set" if heldout else "model, held-out calibration split"
     bands = {band["band"]: band["count"] for band in metrics.get("score_bands", [])}
     total = sum(bands.values()) or 1
     accuracy = metrics.get("per_class_accuracy", {}).get("ensemble", {})
@@ -56,9 +60,21 @@ def load_model(models_root: Path, version: str, catalogue: Path) -> ModelReferen
         map_classes=np.asarray(classes),
         reference_edges=edges,
         reference_density=density,
+        reference_label=label,
         heldout_bands={band: count / total for band, count in bands.items()},
         heldout_class_accuracy={int(c): float(v["accuracy"]) for c, v in accuracy.items()},
     )
+
+
+def heldout_histogram(metrics: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bin edges and densities of the held-out set's CNN scores, for models that record them
+    (built after 2.0.0); None otherwise."""
+    histogram = metrics.get("cnn_score_histogram")
+    if histogram is None:
+        return None
+    edges = np.asarray(histogram["edges"], dtype=np.float64)
+    counts = np.asarray(histogram["counts"], dtype=np.float64)
+    return edges, counts / max(counts.sum(), 1.0) / np.diff(edges)
 
 
 def calibration_histogram(manifest: dict) -> tuple[np.ndarray, np.ndarray]:

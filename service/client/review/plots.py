@@ -70,7 +70,7 @@ def scores(catalogue: Catalogue, model: ModelReference) -> bytes:
             model.reference_edges,
             color="k",
             linewidth=1.5,
-            label="model, held-out calibration split",
+            label=model.reference_label,
         )
     left.set_yscale("log")
     left.set_xlabel("CNN score")

@@ -11,6 +11,7 @@ import pytest
 from service.cli import main
 from service.client.catalogue import write_table
 from service.client.review.app import Review, create_app
+from service.client.review.model import heldout_histogram
 from service.client.review.night import ReviewError, read_catalogue
 from service.client.review.queue import priority_order
 from tests.service.client.conftest import MODELS
@@ -230,3 +231,13 @@ def test_a_database_of_another_night_is_refused(night_journal, night_file, tmp_p
     with pytest.raises(ReviewError, match=f"^{re.escape(str(db))}: belongs to another night"):
         Review.load(fewer, night_file, db, MODELS)
     assert f"{db}: belongs to another night" in review_error(fewer, night_file, db)
+
+
+def test_the_reference_scores_are_the_heldout_set_when_the_model_records_them():
+    counts = [30, 10, 0, 60]
+    edges = [0.0, 0.25, 0.5, 0.75, 1.0]
+    recorded = heldout_histogram({"cnn_score_histogram": {"edges": edges, "counts": counts}})
+    assert recorded is not None
+    assert np.allclose(recorded[1], np.array(counts) / 100 / 0.25)
+    assert np.isclose(np.sum(recorded[1] * np.diff(recorded[0])), 1.0)
+    assert heldout_histogram({}) is None  # 2.0.0: the calibration split stands in
