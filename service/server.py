@@ -114,6 +114,8 @@ class LinescoreWorker(ThreadWorker):
     - A request running past ``request_timeout`` (counted from when it got a thread) has the
       master replace the worker, as a stuck sync worker was (the threaded worker's loop would
       beat on).
+    - A request that shares the worker with another in progress closes its connection after its
+      answer, so kept-alive connections do not pile up on one worker while another is idle.
     - Draining: idle kept-alive connections are closed, and every answer closes its connection.
     """
 
@@ -194,8 +196,11 @@ class LinescoreWorker(ThreadWorker):
         super().finish_request(conn, fs)
 
     def handle_request(self, req, conn: TConn) -> bool:
-        if self.draining:
-            req.must_close = True  # answered with Connection: close
+        """Answered with ``Connection: close`` while draining, and when another request is in
+        progress here: connections that contend for this worker (say, after a restarted worker
+        left them all on the other) reconnect and are taken by an idle worker."""
+        if self.draining or len(self.started) > 1:
+            req.must_close = True
         return super().handle_request(req, conn)
 
     def murder_keepalived(self, force: bool = False) -> None:
