@@ -65,21 +65,27 @@ def worker_choices(cutouts: np.ndarray, seconds: float = 4) -> list[str]:
 
 
 MALLOC_CHOICES: dict[str, dict[str, str | None]] = {
-    "2 arenas, glibc's dynamic mmap threshold": {
+    "2 arenas, glibc's dynamic thresholds": {
         "MALLOC_ARENA_MAX": "2",
         "MALLOC_MMAP_THRESHOLD_": None,
+        "MALLOC_TRIM_THRESHOLD_": None,
     },
-    "1 arena, dynamic threshold": {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": None},
-    "2 arenas, fixed 1 MiB mmap threshold (default)": {
+    "2 arenas, mmap from 1 MiB (trim: glibc's 128 KiB)": {
+        "MALLOC_ARENA_MAX": "2",
+        "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
+        "MALLOC_TRIM_THRESHOLD_": None,
+    },
+    "2 arenas, mmap from 8 MiB, trim above 32 MiB (default)": {
         "MALLOC_ARENA_MAX": None,
         "MALLOC_MMAP_THRESHOLD_": None,
+        "MALLOC_TRIM_THRESHOLD_": None,
     },
 }
 
 
 def malloc_settings(cutouts: np.ndarray, seconds: float = 3) -> list[str]:
     """Resident memory per worker after every batch format at 1024, per glibc setting (None:
-    the variable is unset; with both unset, `linescore serve` sets its defaults)."""
+    the variable is unset; with MALLOC_ARENA_MAX unset, `linescore serve` sets its defaults)."""
     rows = [
         "| glibc malloc | RSS per worker MB after the batch load | npy 1024 cutouts/s "
         "| JSON 1024 cutouts/s |",

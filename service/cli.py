@@ -86,7 +86,11 @@ def positive_float(text: str) -> float:
     return value
 
 
-GLIBC_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+GLIBC_MALLOC = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": str(8 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(32 << 20),
+}
 
 
 def serve(host: str, port: int, workers: int | None, argv: list[str]) -> None:
@@ -94,9 +98,11 @@ def serve(host: str, port: int, workers: int | None, argv: list[str]) -> None:
 
     glibc reads its malloc settings only at process start, so if MALLOC_ARENA_MAX is unset
     this process first re-executes itself with ``GLIBC_MALLOC`` (the image sets both in ENV):
-    two arenas keep a worker's memory from fragmenting across per-thread arenas, and a fixed
-    1 MiB mmap threshold hands a batch's large buffers back to the system when they are freed
-    (glibc otherwise raises the threshold and keeps them in the heap; bench/CHOICES.md).
+    two arenas keep a worker's memory from fragmenting across per-thread arenas; buffers of
+    8 MiB and more (a big batch's body and arrays) are mapped apart and handed back to the
+    system when freed (glibc would raise that threshold and keep them in the heap), while up to
+    32 MiB free at the heap's top is kept for the next batch (trimming it each time costs
+    throughput). bench/CHOICES.md measures the settings side by side.
     """
     if "MALLOC_ARENA_MAX" not in os.environ:  # set: the environment has chosen
         for name, value in GLIBC_MALLOC.items():

@@ -36,6 +36,7 @@ LIBRARY_VARIABLES = {
     "NUMBA_NUM_THREADS",
     "MALLOC_ARENA_MAX",  # glibc: fewer arenas, less fragmentation per worker
     "MALLOC_MMAP_THRESHOLD_",  # glibc: a batch's large buffers go back to the system when freed
+    "MALLOC_TRIM_THRESHOLD_",  # glibc: ... while the heap keeps room for the next batch
     "PYTHONDONTWRITEBYTECODE",  # no .pyc writes on the read-only root
     "PYTHONUNBUFFERED",
 }
