@@ -49,14 +49,11 @@ def worker_choices(cutouts: np.ndarray, seconds: float = 4) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for label, env in WORKER_CHOICES.items():
-        live = server.start(env)
-        try:
+        with server.serving(env) as live:
             single = single_source(live.port, cutouts[0], seconds, counts=(1, 4))
             rate = batch_rate(
                 live.port, "application/x-npy", buffer.getvalue(), len(cutouts), seconds
             )
-        finally:
-            live.stop()
         rows.append(
             f"| {label} | {single[1]['p50_ms']:.2f} | {single[1]['p99_ms']:.2f} | "
             f"{single[4]['requests_per_second']:,.0f} | {rate:,.0f} |"
@@ -92,15 +89,12 @@ def malloc_settings(cutouts: np.ndarray, seconds: float = 3) -> list[str]:
         "|---|---|---|---|",
     ]
     for label, env in MALLOC_CHOICES.items():
-        live = server.start(env)
-        try:
+        with server.serving(env) as live:
             rates = {
                 name: batch_rate(live.port, content_type, body, len(cutouts), seconds)
                 for name, (content_type, body) in decode.bodies(cutouts).items()
             }
             memory = [server.resident_mb(pid) for pid in live.workers()]
-        finally:
-            live.stop()
         rows.append(
             f"| {label} | {', '.join(f'{mb:.0f}' for mb in memory)} | {rates['npy']:,.0f} | "
             f"{rates['json']:,.0f} |"

@@ -171,15 +171,12 @@ def main() -> None:
     info = machine()
 
     cold = cold_starts()
-    live = server.start({})
-    try:
+    with server.serving({}) as live:
         single = single_source(live.port, cutouts[0], args.seconds)
         before = scrape(live.port)
         batches = batch_throughput(live.port, cutouts, args.seconds)
         after = scrape(live.port)
         memory = {pid: server.resident_mb(pid) for pid in live.workers()}
-    finally:
-        live.stop()
     scored = after["cutouts"] - before["cutouts"]
     stages = {s: 1e6 * (after.get(s, 0) - before.get(s, 0)) / scored for s in STAGES}
     core = references.core(model_dir, cutouts, args.repeats)

@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,16 @@ def start(env_overrides: dict[str, str | None], workers: int = 2, timeout: float
         if not streak:
             time.sleep(0.02)
     return Server(process, port, time.perf_counter() - started)
+
+
+@contextmanager
+def serving(env_overrides: dict[str, str | None], workers: int = 2) -> Iterator[Server]:
+    """A started server (see :func:`start`), stopped when the block ends."""
+    live = start(env_overrides, workers)
+    try:
+        yield live
+    finally:
+        live.stop()
 
 
 def resident_mb(pid: int) -> float:

@@ -184,14 +184,11 @@ def main() -> None:
     np.save(buffer, cutouts)
     body = buffer.getvalue()
     info = machine()
-    live = server.start({"LINESCORE_DRAIN_SECONDS": "0"})
-    try:
+    with server.serving({"LINESCORE_DRAIN_SECONDS": "0"}) as live:
         closed = run_clients(live.port, PATH, NPY, body, 2, args.max_seconds, warmup=5)
         maximum = sum(len(c) for c in closed) / args.max_seconds
         rate = args.fraction * maximum
         measured = load(live.port, body, rate, args.seconds, live)
-    finally:
-        live.stop()
     result = summarise(measured["records"], measured["memory"], args.seconds)
     text = markdown(info, args.batch, maximum, rate, args, result)
     (OUT / "SOAK.md").write_text(text)

@@ -113,7 +113,7 @@ def echoable(detectid: Any) -> int | str | None:
 VALUES_PER_ITEM = 9 * 100 + 64  # the largest cutout's numbers, plus room for the other fields
 
 
-def plain_count_ok(body: bytes, max_items: int) -> bool:
+def within_value_budget(body: bytes, max_items: int) -> bool:
     """Whether the body holds no more values than ``max_items`` cutouts can."""
     return body.count(b",") <= max_items * VALUES_PER_ITEM
 
@@ -121,7 +121,7 @@ def plain_count_ok(body: bytes, max_items: int) -> bool:
 def parse_json(body: bytes, max_items: int) -> Any:
     """The parsed body, refused unread if it holds more values than ``max_items`` cutouts can:
     a parser spends ~32 bytes per number, so 64 MiB of ``0,0,...`` would need a gigabyte."""
-    if not plain_count_ok(body, max_items):
+    if not within_value_budget(body, max_items):
         raise PayloadTooLargeError(
             f"body holds more values than {max_items} cutouts can", pointer="/"
         )
@@ -228,7 +228,7 @@ def plain_batch(body: bytes, max_batch: int) -> list[Detection] | None:
 
 def decode_single(body: bytes) -> Detection:
     """``POST /v1/score``: one detection; any problem fails the request."""
-    plain = plain_item(plain_document(body)) if plain_count_ok(body, 16) else None
+    plain = plain_item(plain_document(body)) if within_value_budget(body, 16) else None
     if plain is not None and body.count(b"[") == brackets([plain[1]]):
         detection = detection_from(plain[0], "", plain[1])
     else:
@@ -241,7 +241,7 @@ def decode_single(body: bytes) -> Detection:
 def decode_batch(body: bytes, media_type: str, max_batch: int) -> list[Detection]:
     """``POST /v1/score/batch`` in JSON, npy or npz: one Detection (or error) per item, in order."""
     if media_type == JSON:
-        plain = plain_batch(body, max_batch) if plain_count_ok(body, max_batch) else None
+        plain = plain_batch(body, max_batch) if within_value_budget(body, max_batch) else None
         if plain is not None:
             return plain
         try:
