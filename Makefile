@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 MODEL_VERSION ?= 2.0.0
 BUILD ?= build
 
-.PHONY: install run test lint models experiments ablation bench soak gallery clean
+.PHONY: install run test lint models experiments adapt-curves ablation bench soak gallery clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
@@ -40,7 +40,19 @@ experiments: install
 	for simulator in C D; do $(BIN)/python -m training experiment unseen \
 		--model models/$(MODEL_VERSION) --simulator $$simulator --test-size 20000 \
 		--out models/$(MODEL_VERSION) || exit 1; done
+	$(MAKE) adapt-curves
 	$(BIN)/python -m training report --model models/$(MODEL_VERSION)
+
+# Learning from a night's labels (models/<version>/ADAPT.md): C and D side by side, one core each
+# (about 40 min).
+adapt-curves: install
+	$(BIN)/python -m training experiment adapt --model models/$(MODEL_VERSION) --simulator C \
+		--workdir $(BUILD)/curves --out models/$(MODEL_VERSION) & c=$$!; \
+	$(BIN)/python -m training experiment adapt --model models/$(MODEL_VERSION) --simulator D \
+		--workdir $(BUILD)/curves --out models/$(MODEL_VERSION); d=$$?; wait $$c && [ $$d = 0 ]
+	# both cached now: this run only rewrites the report with both simulators
+	$(BIN)/python -m training experiment adapt --model models/$(MODEL_VERSION) --simulator C \
+		--workdir $(BUILD)/curves --out models/$(MODEL_VERSION)
 
 ablation: install
 	$(BIN)/python -m training simulate --out $(BUILD)/ablation.h5 --total 20000 --seed 2020

@@ -22,8 +22,8 @@ from service.bundle import ModelBundle
 from service.manifest import newest_model_dir
 from service.pipeline import Scorer, umap_features
 from service.preprocess import MAD_TO_SIGMA, robust_centre_and_spread
-from training.simulate import simulate
-from training.simulated_set import class_counts_for
+from training.simulators.a import simulate
+from training.simulators.simulated_set import class_counts_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

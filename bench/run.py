@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 
 from bench import decode, references, server, umap
 from service.manifest import newest_model_dir
-from training.simulate import simulate
-from training.simulated_set import class_counts_for
+from training.simulators.a import simulate
+from training.simulators.simulated_set import class_counts_for
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench"

@@ -26,8 +26,8 @@ import numpy as np
 
 from bench import server
 from bench.run import machine, run_clients
-from training.simulate import simulate
-from training.simulated_set import class_counts_for
+from training.simulators.a import simulate
+from training.simulators.simulated_set import class_counts_for
 
 OUT = Path(__file__).resolve().parent
 PATH, NPY = "/v1/score/batch", "application/x-npy"

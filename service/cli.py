@@ -67,6 +67,20 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--db", type=Path, required=True, help="the review database")
     export.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
     export.add_argument("--min-votes", type=positive_int, default=1, help="fewer: left out")
+    suggest = label_commands.add_parser(
+        "suggest",
+        help="the detections of a scored night most worth a human look, best first (CSV)",
+        description="Ranks a night scored by score-file in the order the review queue serves: "
+        "every cluster of the UMAP map gets labels in turn, the most uncertain and most novel "
+        "detections of each first. Detections already voted on in --db are skipped.",
+    )
+    suggest.add_argument("catalogue", type=Path, help="score-file catalogue: CSV, FITS, ECSV")
+    suggest.add_argument("--data", type=Path, required=True, help="the FiberImages file it scored")
+    suggest.add_argument("--n", type=positive_int, required=True, help="how many to suggest")
+    suggest.add_argument("--out", type=Path, required=True, help="CSV to write")
+    suggest.add_argument(
+        "--db", type=Path, help="review database: its voted detections are skipped"
+    )
     return root
 
 
@@ -174,6 +188,26 @@ def export_labels(db: Path, out: Path, min_votes: int) -> int:
     return 0
 
 
+def suggest_labels(args: argparse.Namespace) -> int:
+    from service.client.review.night import ReviewError
+    from service.client.suggest import suggest
+    from service.config import Settings
+
+    try:
+        count = suggest(
+            args.catalogue,
+            args.data,
+            args.n,
+            args.out,
+            args.db,
+            Settings.from_environ().models_root,
+        )
+    except ReviewError as error:
+        raise SystemExit(f"linescore labels: error: {error}") from None
+    print(f"linescore labels: {count} detections to label, best first, in {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
@@ -186,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return score_file(Job(**{k: v for k, v in vars(args).items() if k != "command"}))
     if args.command == "review":
         return review(args)
+    if args.command == "labels" and args.labels_command == "suggest":
+        return suggest_labels(args)
     if args.command == "labels":
         return export_labels(args.db, args.out, args.min_votes)
     return score(args.file, args.model_dir)

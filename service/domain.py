@@ -1,5 +1,9 @@
 """HETDEX facts that both the simulator and the service rely on (see the HETDEX brief)."""
 
+import hashlib
+
+import numpy as np
+
 VISUAL_CLASSES: tuple[int, ...] = (-2, -1, 0, 1, 2, 3, 4, 5)
 """DR1 visual classes: -2 bad amp, -1 bad pixel, 0 spurious ... 5 confidently real."""
 
@@ -42,3 +46,11 @@ TRUSTED_WAVE_RANGE_A: tuple[float, float] = (3540.0, 5515.0)
 def is_real_class(vis_class):
     """Ground truth everywhere: a visual class of 3 or more is real (scalar or array)."""
     return vis_class >= FIRST_REAL_CLASS
+
+
+def night_fingerprint(detectids, file_name: str) -> str:
+    """Which night a review database or a labels file belongs to: every detectid of the night's
+    FiberImages file and the file's name (the review, the label export and ``adapt`` agree)."""
+    digest = hashlib.sha256(np.sort(np.asarray(detectids, dtype="<i8")).tobytes())
+    digest.update(file_name.encode())
+    return digest.hexdigest()

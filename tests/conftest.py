@@ -8,8 +8,8 @@ import pytest
 from service.bundle import ModelBundle
 from training.cli import main as training_cli
 from training.dataset import read_labelled, write_dataset
-from training.simulate import simulate
-from training.simulated_set import class_counts_for
+from training.simulators.a import simulate
+from training.simulators.simulated_set import class_counts_for
 
 TINY_TOTAL = 600
 

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live import LINESCORE, free_port, live_server
 from training.dataset import write_dataset
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 HAPROXY = shutil.which("haproxy")
 pytestmark = pytest.mark.skipif(

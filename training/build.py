@@ -1,13 +1,12 @@
 """``make models``: simulate the training and held-out sets, train, evaluate, report.
 
-The model is trained on simulators A (``training.simulate``) and B (the clean-room
-``training.simulate_b``) and evaluated on a held-out set of each; C and D (also clean-room) are
+The model is trained on simulators A (``training.simulators.a``) and B (the clean-room
+``training.simulators.b``) and evaluated on a held-out set of each; C and D (also clean-room) are
 kept out of training, as stand-ins for nights no simulator here renders. Everything follows from the
 seeds below, so a clean clone rebuilds the same artifacts and the packaged held-out metrics can
 be re-measured by regenerating the held-out sets from the manifest.
 """
 
-import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,8 @@ from training.evaluate import Evaluation, evaluate
 from training.fit import train_bundle, write_manifest
 from training.gallery import write_gallery
 from training.report import write_report
-from training.simulated_set import SimulatedSet, class_counts_for
+from training.simulators import SIMULATORS, simulator
+from training.simulators.simulated_set import SimulatedSet, class_counts_for
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class SimulatedSpec:
 
     def simulator_function(self) -> Callable[..., SimulatedSet]:
         """``simulate`` of this simulator (imported on use: training on A never needs B)."""
-        return importlib.import_module(SIMULATORS[self.simulator]).simulate
+        return simulator(self.simulator)
 
     def generate(self, progress: bool = True) -> SimulatedSet:
         return self.simulator_function()(
@@ -59,14 +59,6 @@ class SimulatedSpec:
 
     def path(self, workdir: Path, name: str) -> Path:
         return Path(workdir) / f"{name}-{self.simulator}-seed{self.seed}-n{self.total}.h5"
-
-
-SIMULATORS = {
-    "A": "training.simulate",
-    "B": "training.simulate_b",
-    "C": "training.simulate_c",
-    "D": "training.simulate_d",
-}
 
 
 def train_specs(simulators: tuple[str, ...], total: int) -> tuple[SimulatedSpec, ...]:

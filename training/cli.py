@@ -1,4 +1,4 @@
-"""``python -m training``: the offline commands (simulate, gallery, train, evaluate, build)."""
+"""``python -m training``: the offline commands (simulate, train, adapt, evaluate, build, ...)."""
 
 import argparse
 import json
@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 from service.domain import VISUAL_CLASSES
-from training import experiments
+from training import adapt_report, experiments, learning_curve
 from training.ablate import ablate
+from training.adapt import AdaptConfig, AdaptRefusedError, adapt, dump
 from training.build import (
-    SIMULATORS,
     TRAIN_SIMULATORS,
     TRAIN_SPECS,
     SimulatedSpec,
@@ -19,13 +19,20 @@ from training.build import (
     record_heldout,
     train_specs,
 )
-from training.dataset import DatasetError, LabelledCutouts, read_labelled, write_dataset
+from training.dataset import (
+    DatasetError,
+    LabelledCutouts,
+    read_images,
+    read_labelled,
+    write_dataset,
+)
 from training.ensemble import Stage2Error, UmapConfig
 from training.evaluate import evaluate
 from training.experiments import ARTIFACT_FAMILIES, VARIANTS, Sizes
 from training.fit import train_bundle
 from training.gallery import write_gallery
 from training.report import write_report
+from training.simulators import SIMULATORS
 from training.train import PROTOCOL_CLASSES, TrainConfig
 
 
@@ -99,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     abl.add_argument("--seed", type=int, default=0)
 
     exp = commands.add_parser("experiment", help="cross-simulator matrix or leave-one-family-out")
-    exp.add_argument("kind", choices=("cross", "lofo", "unseen"))
+    exp.add_argument("kind", choices=("cross", "lofo", "unseen", "adapt"))
     exp.add_argument("--out", type=Path, required=True, help="folder for <kind>.json and .md")
     exp.add_argument("--workdir", type=Path, default=Path("build/experiments"))
     exp.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
@@ -109,8 +116,40 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--train-size", type=int, default=Sizes.train)
     exp.add_argument("--test-size", type=int, default=Sizes.test)
     exp.add_argument("--epochs", type=int, default=Sizes.epochs)
-    exp.add_argument("--model", type=Path, help="unseen: the packaged model to score")
-    exp.add_argument("--simulator", choices=sorted(SIMULATORS), default="C", help="unseen: source")
+    exp.add_argument("--model", type=Path, help="unseen, adapt: the packaged model")
+    exp.add_argument(
+        "--simulator", choices=sorted(SIMULATORS), default="C", help="unseen, adapt: the night's"
+    )
+
+    adp = commands.add_parser(
+        "adapt",
+        help="a new model from a packaged one and a night's own labels",
+        description="Fine-tunes the parent's CNN on the night's labels (with replay of its "
+        "training simulators), moves its statistics to the night, refits stage 2 and novelty, "
+        "and writes a verified model directory; refuses when the result does not beat the "
+        "parent on labels it did not train on (k-fold).",
+    )
+    adp.add_argument("--model", type=Path, required=True, help="the parent model directory")
+    adp.add_argument("--data", type=Path, required=True, help="the night's FiberImages file")
+    adp.add_argument(
+        "--labels",
+        type=Path,
+        action="append",
+        required=True,
+        help="a Labels table (`linescore labels export`); repeat for more files",
+    )
+    adp.add_argument("--out", type=Path, required=True, help="new model directory (must not exist)")
+    adp.add_argument("--version", required=True)
+    adp.add_argument("--seed", type=int, default=AdaptConfig.seed)
+    adp.add_argument(
+        "--epochs", type=positive_int, default=AdaptConfig.epochs, help="fine-tuning epochs"
+    )
+    adp.add_argument(
+        "--replay",
+        type=positive_int,
+        default=AdaptConfig.replay,
+        help="simulated cutouts replayed per epoch (fewer: faster, more forgetting)",
+    )
 
     bld = commands.add_parser("build", help="simulate, train, evaluate: what `make models` runs")
     bld.add_argument("--version", required=True)
@@ -171,6 +210,11 @@ def run_unseen(model_dir: Path | None, simulator: str, size: int, out: Path) -> 
 
 def run_experiment(args: argparse.Namespace) -> Path:
     sizes = Sizes(train=args.train_size, test=args.test_size, epochs=args.epochs)
+    if args.kind == "adapt":
+        if args.model is None:
+            raise SystemExit("error: experiment adapt needs --model")
+        learning_curve.run(args.model, args.simulator, args.workdir, args.out)
+        return adapt_report.write(args.out)
     if args.kind == "unseen":
         return run_unseen(args.model, args.simulator, sizes.test, args.out)
     command = (
@@ -228,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
                 UmapConfig(seed=args.seed),
             )
             print(json.dumps(manifest["validation"]["umap_input_choice"], indent=2))
+        elif args.command == "adapt":
+            manifest = adapt(
+                args.model,
+                read_images(args.data),
+                args.labels,
+                args.out,
+                args.version,
+                AdaptConfig(seed=args.seed, epochs=args.epochs, replay=args.replay),
+            )
+            print(dump(manifest))
         elif args.command == "ablate":
             command = (
                 f"python -m training ablate --data {args.data} --out {args.out} "
@@ -266,6 +320,6 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
             print(json.dumps(manifest["heldout"]["metrics"]["ensemble"], indent=2))
-    except (DatasetError, Stage2Error) as error:
+    except (DatasetError, Stage2Error, AdaptRefusedError) as error:
         raise SystemExit(f"error: {error}") from None
     return 0

@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 
 from service.contract import PRODUCT_COLUMNS, ROWS
-from service.domain import FIRST_REAL_CLASS, VISUAL_CLASSES, is_real_class
-from training.simulated_set import TOP_FIBERS, SimulatedSet
+from service.domain import FIRST_REAL_CLASS, VISUAL_CLASSES, is_real_class, night_fingerprint
+from training.simulators.simulated_set import TOP_FIBERS, SimulatedSet
 
 FIBER_TABLE = "FiberImages"
 LABEL_TABLE = "Labels"
@@ -161,10 +161,37 @@ def checked_classes(raw: np.ndarray, labels_path: Path) -> np.ndarray:
     return values.astype(np.int8)
 
 
-def read_labelled(path: Path, labels_path: Path | None = None) -> LabelledCutouts:
-    """Read and validate a labelled file; only detections that have a label are returned."""
+@dataclass(frozen=True)
+class Images:
+    """The cutouts of a FiberImages file (labelled or not), checked."""
+
+    path: Path
+    detectid: np.ndarray  # (N,) int64
+    im_sum: np.ndarray  # (N, 9, 100) float32
+
+    @property
+    def fingerprint(self) -> str:
+        return night_fingerprint(self.detectid, self.path.name)
+
+    def rows_of(self, detectid: np.ndarray, where: str) -> np.ndarray:
+        """Row of each detectid; a detectid the file lacks is refused, named with ``where``."""
+        order = np.argsort(self.detectid)
+        position = np.clip(
+            np.searchsorted(self.detectid, detectid, sorter=order), 0, len(order) - 1
+        )
+        rows = order[position]
+        missing = self.detectid[rows] != detectid
+        if missing.any():
+            raise DatasetError(
+                f"{where}/detectid {int(detectid[missing][0])} has no row in {self.path}: "
+                f"{FIBER_TABLE} ({int(missing.sum())} labels without images)"
+            )
+        return rows
+
+
+def read_images(path: Path) -> Images:
+    """The FiberImages table of ``path``: unique detectids, finite (9, 100) cutouts."""
     path = Path(path)
-    labels_path = Path(labels_path) if labels_path else path
     with _open(path) as handle:
         images = _table(handle, path, FIBER_TABLE, ("detectid", "im_sum"))
         shape = images.dtype["im_sum"].shape
@@ -173,46 +200,60 @@ def read_labelled(path: Path, labels_path: Path | None = None) -> LabelledCutout
                 f"{path}: {FIBER_TABLE}/im_sum has shape {shape}, "
                 f"expected ({ROWS}, {PRODUCT_COLUMNS})"
             )
-        image_ids = np.asarray(images["detectid"], dtype=np.int64)
-        im_sum = np.asarray(images["im_sum"], dtype=np.float32)
-    with _open(labels_path) as handle:
-        table = _table(handle, labels_path, LABEL_TABLE, ("detectid", "vis_class"))
-        labels = table[...]
-    names = labels.dtype.names
-    label_ids = labels["detectid"].astype(np.int64)
-    vis_class = checked_classes(labels["vis_class"], labels_path)
-    if "is_real" in names and np.any(labels["is_real"] != is_real_class(vis_class)):
-        raise DatasetError(
-            f"{labels_path}: {LABEL_TABLE}/is_real contradicts vis_class "
-            f"(real means vis_class >= {FIRST_REAL_CLASS})"
-        )
-    for ids, where in (
-        (image_ids, f"{path}: {FIBER_TABLE}"),
-        (label_ids, f"{labels_path}: {LABEL_TABLE}"),
-    ):
-        if len(np.unique(ids)) != len(ids):
-            raise DatasetError(f"{where}/detectid has duplicate ids")
-    order = np.argsort(image_ids)
-    position = np.searchsorted(image_ids, label_ids, sorter=order)
-    position = np.clip(position, 0, len(image_ids) - 1)
-    rows = order[position]
-    missing = image_ids[rows] != label_ids
-    if missing.any():
-        raise DatasetError(
-            f"{labels_path}: {LABEL_TABLE}/detectid {int(label_ids[missing][0])} has no row in "
-            f"{path}: {FIBER_TABLE} ({int(missing.sum())} labels without images)"
-        )
-    im_sum = im_sum[rows]
+        detectid = np.asarray(images.fields("detectid")[:], dtype=np.int64)
+        im_sum = np.asarray(images.fields("im_sum")[:], dtype=np.float32)
+    if len(np.unique(detectid)) != len(detectid):
+        raise DatasetError(f"{path}: {FIBER_TABLE}/detectid has duplicate ids")
     bad = ~np.isfinite(im_sum).all(axis=(1, 2))
     if bad.any():
         raise DatasetError(
             f"{path}: {FIBER_TABLE}/im_sum has NaN or infinite values "
-            f"(first detectid {int(label_ids[bad][0])}, {int(bad.sum())} cutouts)"
+            f"(first detectid {int(detectid[bad][0])}, {int(bad.sum())} cutouts)"
         )
+    return Images(path, detectid, im_sum)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A Labels table: ``detectid`` and ``vis_class`` (required), the rest where present."""
+
+    path: Path
+    detectid: np.ndarray  # (K,) int64, unique
+    vis_class: np.ndarray  # (K,) int8
+    sn: np.ndarray  # (K,) float32, NaN where unknown
+    family: np.ndarray  # (K,) str, "" where unknown
+    attrs: dict  # the file's metadata (``linescore labels export`` writes the night's fingerprint)
+
+
+def read_labels(path: Path) -> Labels:
+    path = Path(path)
+    with _open(path) as handle:
+        labels = _table(handle, path, LABEL_TABLE, ("detectid", "vis_class"))[...]
+        attrs = {key: str(value) for key, value in handle.attrs.items()}
+    names = labels.dtype.names
+    detectid = labels["detectid"].astype(np.int64)
+    vis_class = checked_classes(labels["vis_class"], path)
+    if "is_real" in names and np.any(labels["is_real"] != is_real_class(vis_class)):
+        raise DatasetError(
+            f"{path}: {LABEL_TABLE}/is_real contradicts vis_class "
+            f"(real means vis_class >= {FIRST_REAL_CLASS})"
+        )
+    if len(np.unique(detectid)) != len(detectid):
+        raise DatasetError(f"{path}: {LABEL_TABLE}/detectid has duplicate ids")
     sn = labels["sn"].astype(np.float32) if "sn" in names else np.full(len(labels), np.nan, "f4")
     family = (
         np.char.decode(labels["family"])
         if "family" in names
         else np.full(len(labels), "", dtype=object)
     ).astype(str)
-    return LabelledCutouts(str(path), label_ids, im_sum, vis_class, sn, family)
+    return Labels(path, detectid, vis_class, sn, family, attrs)
+
+
+def read_labelled(path: Path, labels_path: Path | None = None) -> LabelledCutouts:
+    """Read and validate a labelled file; only detections that have a label are returned."""
+    images = read_images(path)
+    labels = read_labels(Path(labels_path) if labels_path else Path(path))
+    rows = images.rows_of(labels.detectid, f"{labels.path}: {LABEL_TABLE}")
+    return LabelledCutouts(
+        str(path), labels.detectid, images.im_sum[rows], labels.vis_class, labels.sn, labels.family
+    )

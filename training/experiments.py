@@ -2,8 +2,8 @@
 
 Every run trains a complete model directory with :func:`training.fit.train_bundle` and scores
 held-out sets through the serving path (:func:`training.evaluate.evaluate`), so a number here is
-what the service would answer. The cross-simulator runs use A (``training.simulate``) and B
-(``training.simulate_b``, written clean-room from the HETDEX brief alone).
+what the service would answer. The cross-simulator runs use A (``training.simulators.a``) and B
+(``training.simulators.b``, written clean-room from the HETDEX brief alone).
 
 - ``cross``: train on A, on B, on A+B; test on held-out A and held-out B; at the DR1 mix and
   at S/N 4.8-5.5; CNN alone and the ensemble; for each training variant (protocol and
@@ -11,7 +11,7 @@ what the service would answer. The cross-simulator runs use A (``training.simula
 - ``lofo``: for each artifact family of A, train on A without it and test on it: what the
   decision, stage 2 and novelty do with an artifact never seen.
 - ``unseen``: score a packaged model on a simulator it was never trained on (C,
-  ``training.simulate_c``, written clean-room too, with artifact kinds neither A nor B renders):
+  ``training.simulators.c``, written clean-room too, with artifact kinds neither A nor B renders):
   the closest thing here to a real night.
 
 Results go to a JSON file (all numbers) and a Markdown file (the tables), both under ``--out``.

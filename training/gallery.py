@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from service.contract import to_canonical
 from service.domain import VISUAL_CLASS_NAMES, VISUAL_CLASSES
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 
 def write_gallery(path: Path, *, per_class: int = 8, seed: int = 7) -> Path:

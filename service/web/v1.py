@@ -88,6 +88,7 @@ def model() -> Response:
         "input_contract": manifest["input_contract"],
         "normalization": manifest["normalization"],
         "thresholds": manifest["thresholds"],
+        "stage2": manifest.get("stage2", {"used": True, "why": "fit with the model (no gate)"}),
         "umap_input": manifest["umap"]["input"],
         "novelty_threshold": runtime.plane.scorer.bundle.novelty.threshold,  # the one in use
         "max_batch": context.settings().max_batch,

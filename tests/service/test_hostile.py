@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.live import live_server
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 MAX_BATCH = 64
 MAX_BODY = 1024 * 1024

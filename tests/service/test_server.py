@@ -14,7 +14,7 @@ from service.bundle import ModelBundle
 from service.manifest import newest_model_dir
 from service.pipeline import Scorer
 from tests.live import ROOT, live_server
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 
 @pytest.fixture(scope="module")

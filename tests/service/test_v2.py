@@ -16,7 +16,7 @@ from service.manifest import newest_model_dir
 from service.runtime import ModelRuntime
 from service.web.app import create_app
 from tests.live import ROOT, live_server
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 PROBLEM = "application/problem+json"
 INFER = "/v2/models/linescore/infer"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from training.dataset import DatasetError, read_labelled, write_dataset
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 
 @pytest.fixture(scope="module")

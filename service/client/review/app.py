@@ -17,8 +17,9 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from service.client.review import agreement, plots
 from service.client.review.model import ModelReference, load_model
 from service.client.review.night import Night, ReviewError, read_catalogue
-from service.client.review.queue import Filters, ReviewQueue, flag_column, priority_order
+from service.client.review.queue import Filters, ReviewQueue, flag_column
 from service.client.review.votes import VoteStore, reviewer_name
+from service.client.suggest import Thresholds, rank
 from service.domain import VISUAL_CLASS_NAMES
 from service.flags import NOVEL
 
@@ -77,7 +78,7 @@ class Review:
                     "model_version": catalogue.model_version,
                 },
             )
-            order = priority_order(catalogue, model.low, model.high)
+            order = rank(catalogue, Thresholds(model.low, model.high, model.cnn_alone)).order
         except BaseException:
             night.close()
             raise

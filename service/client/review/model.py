@@ -23,6 +23,7 @@ class ModelReference:
     version: str
     low: float
     high: float
+    cnn_alone: float  # the CNN's own threshold
     map_coords: np.ndarray  # (M, 2) training sample places
     map_classes: np.ndarray  # (M,) their visual classes
     reference_edges: np.ndarray  # CNN score bin edges of the calibration histogram
@@ -56,6 +57,7 @@ def load_model(models_root: Path, version: str, catalogue: Path) -> ModelReferen
         version=version,
         low=float(manifest["thresholds"]["low"]),
         high=float(manifest["thresholds"]["high"]),
+        cnn_alone=float(manifest["thresholds"].get("cnn_alone", 0.5)),
         map_coords=coords,
         map_classes=np.asarray(classes),
         reference_edges=edges,

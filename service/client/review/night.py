@@ -8,7 +8,6 @@ detection the file lacks.
 
 import csv
 import gc
-import hashlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import numpy as np
 
 from service.client.catalogue import FLAG_SEPARATOR, JOURNAL_COLUMNS
 from service.contract import PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS
+from service.domain import night_fingerprint
 
 FIBER_TABLE = "FiberImages"
 TABLE_SUFFIXES = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv"}
@@ -190,13 +190,6 @@ def parses(value: str, dtype: type) -> bool:
     return True
 
 
-def fingerprint(catalogue: Catalogue, h5_path: Path) -> str:
-    """Which night a review database belongs to: the scored detectids and the file's name."""
-    digest = hashlib.sha256(np.sort(catalogue.detectid).astype("<i8").tobytes())
-    digest.update(h5_path.name.encode())
-    return digest.hexdigest()
-
-
 class Night:
     """A catalogue and its FiberImages file, kept open: cutouts are read on demand."""
 
@@ -213,7 +206,7 @@ class Night:
         except BaseException:
             self.handle.close()
             raise
-        self.fingerprint = fingerprint(catalogue, h5_path)
+        self.fingerprint = night_fingerprint(file_ids, h5_path.name)
         self.order = np.argsort(catalogue.detectid)  # index by detectid: searchsorted
 
     def index_of(self, detectid: int) -> int | None:

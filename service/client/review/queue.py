@@ -1,8 +1,7 @@
 """The review queue: detections in the order a label teaches the model most, one at a time.
 
-Order: stage-2 decisions and the rest of the ambiguous CNN band first (nearest the SVM boundary
-first), then detections flagged novel (most novel first), then the others by their distance to
-the nearer threshold. The order is computed once; the next item is the first detection of it
+The order is ``linescore labels suggest``'s (:func:`service.client.suggest.rank`), computed
+once; the next item is the first detection of it
 that passes the filters, that this reviewer has neither voted on nor skipped, and that has fewer
 than ``overlap`` votes counting the detections now shown to other reviewers (leases), so that
 several reviewers at once get different detections, each seen by ``overlap`` of them.
@@ -17,21 +16,8 @@ import numpy as np
 
 from service.client.review.night import Catalogue, Night
 from service.client.review.votes import VoteStore
-from service.flags import NOVEL
 
 LEASE_SECONDS = 600.0  # a detection shown to a reviewer is held for them this long
-
-
-def priority_order(catalogue: Catalogue, low: float, high: float) -> np.ndarray:
-    """Catalogue indices, most useful label first."""
-    score = catalogue.cnn_score
-    band = ((score >= low) & (score < high)) | (catalogue.stage == "svm")
-    novel = flag_column(catalogue, NOVEL)
-    nearest = np.minimum(np.abs(score - low), np.abs(score - high))
-    tier = np.where(band, 0, np.where(novel, 1, 2))
-    novelty = np.nan_to_num(catalogue.novelty, nan=0.0)
-    key = np.where(band, np.abs(catalogue.svm_score), np.where(novel, -novelty, nearest))
-    return np.lexsort((catalogue.detectid, key, tier))
 
 
 def flag_column(catalogue: Catalogue, flag: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from service.client.catalogue import Journal, result_row
 from service.codec import detections_from_arrays
 from tests.live import ROOT
 from training.dataset import write_dataset
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 MODELS = ROOT / "models"
 PER_CLASS = 12

@@ -1,6 +1,7 @@
 """The review app through Flask's test client: pages, labelling, queue, persistence, refusals."""
 
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from service.client.catalogue import write_table
 from service.client.review.app import Review, create_app
 from service.client.review.model import heldout_histogram
 from service.client.review.night import ReviewError, read_catalogue
-from service.client.review.queue import priority_order
+from service.client.suggest import Thresholds, rank
 from tests.service.client.conftest import MODELS
 
 
@@ -64,27 +65,15 @@ def test_queue_asks_the_name_once_and_the_url_sets_it(shared):
     assert client.post("/reviewer", data={"reviewer": "<script>"}).status_code == 400
 
 
-def test_queue_puts_stage_two_and_the_band_first_then_novel_then_near_a_threshold(fresh):
+def test_queue_serves_detections_in_the_suggest_order(fresh):
     catalogue, model = fresh.night.catalogue, fresh.model
-    order = priority_order(catalogue, model.low, model.high)
-    band = ((catalogue.cnn_score >= model.low) & (catalogue.cnn_score < model.high)) | (
-        catalogue.stage == "svm"
-    )
-    assert band.any() and not band.all()
-    ranked = band[order]
-    assert ranked[: band.sum()].all()  # the band first, nearest the SVM boundary first
-    assert np.all(np.diff(np.abs(catalogue.svm_score[order][: band.sum()])) >= 0)
-    rest = order[band.sum() :]
-    distance = np.minimum(
-        np.abs(catalogue.cnn_score - model.low), np.abs(catalogue.cnn_score - model.high)
-    )
-    novel = np.array(["novel" in catalogue.flags_of(i) for i in rest])
-    plain = rest[~novel]
-    assert np.all(np.diff(distance[plain]) >= 0)
-    assert not np.any(np.diff(novel.astype(int)) > 0)  # novel ones before the plain ones
+    order = rank(catalogue, Thresholds(model.low, model.high, model.cnn_alone)).order
     client = create_app(fresh).test_client()
-    first = shown(client.get("/queue?reviewer=order").data)
-    assert first == catalogue.detectid[order[0]]
+    served = []
+    for _ in range(3):
+        served.append(shown(client.get("/queue?reviewer=order").data))
+        client.post("/vote", data={"detectid": served[-1], "label": "5"})
+    assert served == catalogue.detectid[order[:3]].tolist()
 
 
 def test_keys_label_skip_undo_and_each_vote_is_stored_at_once(fresh):
@@ -223,14 +212,19 @@ def test_bad_inputs_get_one_line_naming_the_file(night_journal, night_file, tmp_
 
 
 def test_a_database_of_another_night_is_refused(night_journal, night_file, tmp_path):
+    """The night is the FiberImages file (every detectid and its name): a part of the same
+    file's catalogue is the same night, another file is not."""
     db = tmp_path / "r.sqlite"
     Review.load(night_journal, night_file, db, MODELS).night.close()
     lines = night_journal.read_text().splitlines()
     fewer = tmp_path / "fewer.csv"
     fewer.write_text("\n".join(lines[:-3]) + "\n")
+    Review.load(fewer, night_file, db, MODELS).night.close()
+    other = tmp_path / "other-night.h5"
+    shutil.copyfile(night_file, other)
     with pytest.raises(ReviewError, match=f"^{re.escape(str(db))}: belongs to another night"):
-        Review.load(fewer, night_file, db, MODELS)
-    assert f"{db}: belongs to another night" in review_error(fewer, night_file, db)
+        Review.load(night_journal, other, db, MODELS)
+    assert f"{db}: belongs to another night" in review_error(night_journal, other, db)
 
 
 def test_the_reference_scores_are_the_heldout_set_when_the_model_records_them():

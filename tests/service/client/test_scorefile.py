@@ -39,7 +39,7 @@ from service.client.catalogue import (
 from service.manifest import newest_model_dir
 from tests.live import LINESCORE, ROOT, free_port, live_server
 from training.dataset import write_dataset
-from training.simulate import simulate
+from training.simulators.a import simulate
 
 TOKEN = "night-shift-token"
 BATCH = 16

@@ -7,7 +7,7 @@ import pytest
 from service.contract import PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS, TRACE_ROW
 from service.domain import DR1_CLASS_COUNTS, VISUAL_CLASSES
 from training.dataset import read_labelled, write_dataset
-from training.simulate_c import (
+from training.simulators.c import (
     FAMILIES,
     FAMILY_NOTES,
     FAMILY_SHARES,
@@ -17,7 +17,7 @@ from training.simulate_c import (
     render_detection,
     simulate,
 )
-from training.simulated_set import TOP_FIBERS
+from training.simulators.simulated_set import TOP_FIBERS
 
 PER_CLASS = 250
 

@@ -3,8 +3,8 @@ import pytest
 
 from service.contract import PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS, TRACE_ROW
 from training.dataset import read_labelled, write_dataset
-from training.simulate_d import FAMILIES, FAMILY_NOTES, SIMULATOR, VERSION, simulate
-from training.simulated_set import TOP_FIBERS
+from training.simulators.d import FAMILIES, FAMILY_NOTES, SIMULATOR, VERSION, simulate
+from training.simulators.simulated_set import TOP_FIBERS
 
 COUNTS = {-2: 40, -1: 30, 0: 120, 1: 60, 2: 40, 3: 30, 4: 40, 5: 80}
 

@@ -1,4 +1,4 @@
-"""Simulator B (``training.simulate_b``): reproducible, well formed and physically sane.
+"""Simulator B (``training.simulators.b``): reproducible, well formed and physically sane.
 
 Each test checks a property the brief for simulator B asks for and fails if it is broken:
 per-index determinism, shapes and dtypes, exact class counts, every family present, masked
@@ -11,8 +11,8 @@ import pytest
 
 from service.contract import PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS, TRACE_ROW
 from service.domain import SKY_RESIDUAL_WINDOWS_A, TRUSTED_WAVE_RANGE_A, VISUAL_CLASSES
-from training.simulate_b import FAMILIES, FAMILY_NOTES, render_detection, simulate
-from training.simulated_set import TOP_FIBERS, SimulatedSet, class_counts_for
+from training.simulators.b import FAMILIES, FAMILY_NOTES, render_detection, simulate
+from training.simulators.simulated_set import TOP_FIBERS, SimulatedSet, class_counts_for
 
 SEED = 4242
 PER_CLASS = 90  # 720 detections: every family shows up several times

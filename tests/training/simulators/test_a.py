@@ -3,8 +3,8 @@ import pytest
 
 from service.domain import DR1_CLASS_COUNTS, SKY_RESIDUAL_WINDOWS_A, VISUAL_CLASSES
 from training.gallery import write_gallery
-from training.simulate import simulate, throughput
-from training.simulated_set import class_counts_for
+from training.simulators.a import simulate, throughput
+from training.simulators.simulated_set import class_counts_for
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """What every simulator returns: a labelled set in the shape of a HETDEX FiberImages table.
 
-Shared by the simulators (``training.simulate`` and the independent ``training.simulate_b``) and by
-``training.dataset``, which writes it to HDF5, so a second simulator needs nothing of the first.
+Shared by the simulators (``training.simulators``) and by ``training.dataset``, which writes it
+to HDF5, so a second simulator needs nothing of the first.
 """
 
 from dataclasses import dataclass, field

@@ -24,7 +24,7 @@ from service.domain import (
     TRUSTED_WAVE_RANGE_A,
     is_real_class,
 )
-from training.simulated_set import TOP_FIBERS, SimulatedSet
+from training.simulators.simulated_set import TOP_FIBERS, SimulatedSet
 
 ANGSTROM_PER_PIXEL = 2.0
 SNR_COLUMNS = slice(PRODUCT_LINE_COLUMN - 10, PRODUCT_LINE_COLUMN + 11)

@@ -78,7 +78,7 @@ import numpy as np
 
 from service.contract import PRODUCT_COLUMNS, PRODUCT_LINE_COLUMN, ROWS, TRACE_ROW
 from service.domain import SKY_RESIDUAL_WINDOWS_A, TRUSTED_WAVE_RANGE_A, VISUAL_CLASSES
-from training.simulated_set import TOP_FIBERS, SimulatedSet
+from training.simulators.simulated_set import TOP_FIBERS, SimulatedSet
 
 Generator = np.random.Generator
 
