@@ -10,6 +10,7 @@ Run: .venv/bin/python -m bench.review [--detections 100000] [--workdir build/ben
 """
 
 import argparse
+import re
 import statistics
 import time
 from pathlib import Path
@@ -80,6 +81,15 @@ def summary(client: FlaskClient) -> float:
     return time.perf_counter() - started
 
 
+def sign_in(client: FlaskClient, name: str) -> str:
+    """Give a name at the prompt, as a reviewer does; the session token the forms carry."""
+    token = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+    prompt = client.get("/queue").text
+    signed = client.post("/reviewer", data={"reviewer": name, "csrf": token.search(prompt)[1]})
+    assert signed.status_code == 303, signed.text
+    return token.search(client.get("/queue").text)[1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--detections", type=int, default=100_000)
@@ -99,13 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     summaries = [summary(client) for _ in range(5)]  # the first draws the pictures
     for detectid in review.night.catalogue.detectid[-args.votes :].tolist():
         review.store.vote(detectid, "earlier", 0)
-    client.get("/queue?reviewer=bench")
+    csrf = sign_in(client, "bench")
     nexts = []
     for _ in range(50):
         page = client.get("/queue")
         detectid = int(page.text.split('id="detectid">')[1].split("<")[0])
         started = time.perf_counter()
-        client.post("/vote", data={"detectid": detectid, "label": "4"})
+        voted = client.post("/vote", data={"detectid": detectid, "label": "4", "csrf": csrf})
+        assert voted.status_code == 303
         assert client.get("/queue").status_code == 200
         nexts.append(time.perf_counter() - started)
     print(f"night: {args.detections} detections, {args.votes} votes already in the database")

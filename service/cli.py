@@ -47,9 +47,10 @@ def parser() -> argparse.ArgumentParser:
     )
     review = commands.add_parser(
         "review",
-        help="label a night scored by score-file in the browser (local web app)",
+        help="label a night scored by score-file in the browser (web app; --reviewers shares it)",
         description="Serves the night's summary, a review queue with keyboard labelling "
-        "(0-5, a = -2, p = -1, s skip, u undo) and reviewer agreement; votes go to --db.",
+        "(0-5, a = -2, p = -1, s skip, u undo) and reviewer agreement; votes go to --db. "
+        "On a loopback host each reviewer types a name; any other host needs --reviewers.",
     )
     review.add_argument(
         "catalogue", type=Path, help="score-file catalogue: CSV journal, FITS, ECSV"
@@ -59,6 +60,26 @@ def parser() -> argparse.ArgumentParser:
     review.add_argument("--host", default="127.0.0.1")
     review.add_argument("--port", type=int, default=8090)
     review.add_argument("--overlap", type=positive_int, default=1, help="reviewers per detection")
+    review.add_argument(
+        "--reviewers",
+        type=Path,
+        help="one reviewer name a line: each gets a private link (printed at start, valid until "
+        "revoked) and only they may vote; served by gunicorn, required on a non-loopback --host",
+    )
+    review_access = commands.add_parser(
+        "review-access", help="the private links of a shared review (linescore review --reviewers)"
+    )
+    access_commands = review_access.add_subparsers(dest="access_command", required=True)
+    revoke = access_commands.add_parser(
+        "revoke",
+        help="end a reviewer's link and sessions at once, even while the review runs",
+        description="A restart of linescore review with the name still in --reviewers prints "
+        "a new link for it.",
+    )
+    revoke.add_argument("--db", type=Path, required=True, help="the review database")
+    revoke.add_argument("name", help="the reviewer")
+    listed = access_commands.add_parser("list", help="who has a link, since when, and sessions")
+    listed.add_argument("--db", type=Path, required=True, help="the review database")
     labels = commands.add_parser("labels", help="labels from a review database")
     label_commands = labels.add_subparsers(dest="labels_command", required=True)
     export = label_commands.add_parser(
@@ -172,8 +193,37 @@ def review(args: argparse.Namespace) -> int:
     db = args.db or args.catalogue.with_suffix(".review.sqlite")
     models_root = Settings.from_environ().models_root
     return serve_review(
-        args.catalogue, args.data, db, models_root, args.host, args.port, args.overlap
+        args.catalogue,
+        args.data,
+        db,
+        models_root,
+        args.host,
+        args.port,
+        args.overlap,
+        args.reviewers,
     )
+
+
+def review_access(args: argparse.Namespace) -> int:
+    from service.client.review.access import access_list, revoke
+    from service.client.review.night import ReviewError
+    from service.client.review.votes import VoteStore
+
+    try:
+        store = VoteStore.existing(args.db)
+        if args.access_command == "revoke":
+            ended = revoke(store, args.name)
+            print(
+                f"linescore review-access: {args.name}'s link and {ended} session(s) no longer "
+                "work; restart linescore review with the name in --reviewers for a new link"
+            )
+            return 0
+        for name, issued, revoked, sessions in access_list(store):
+            state = f"revoked {revoked}" if revoked else f"{sessions} session(s)"
+            print(f"{name}\tlink issued {issued}\t{state}")
+    except ReviewError as error:
+        raise SystemExit(f"linescore review-access: error: {error}") from None
+    return 0
 
 
 def export_labels(db: Path, out: Path, min_votes: int) -> int:
@@ -220,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return score_file(Job(**{k: v for k, v in vars(args).items() if k != "command"}))
     if args.command == "review":
         return review(args)
+    if args.command == "review-access":
+        return review_access(args)
     if args.command == "labels" and args.labels_command == "suggest":
         return suggest_labels(args)
     if args.command == "labels":

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -33,6 +34,14 @@ def run(*argv: str, env: dict | None = None) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def decisions(catalogue: Path) -> dict[int, tuple[str, str]]:
+    with catalogue.open() as handle:
+        return {
+            int(row["detectid"]): (row["decision"], row["model_version"])
+            for row in csv.DictReader(handle)
+        }
 
 
 def test_from_a_night_to_a_better_model(tmp_path):
@@ -132,11 +141,10 @@ def test_from_a_night_to_a_better_model(tmp_path):
         assert model["stage2"]["used"] in (True, False) and model["stage2"]["why"]
         rescored = tmp_path / "night-2.0.1.csv"
         run(str(LINESCORE), "score-file", str(night), "--url", server.url, "--out", str(rescored))
-    with rescored.open() as handle:
-        versions = {row["model_version"] for row in csv.DictReader(handle)}
-    assert versions == {"2.0.1"}
-    before = {int(r["detectid"]): r["decision"] for r in csv.DictReader(catalogue.open())}
-    after = {int(r["detectid"]): r["decision"] for r in csv.DictReader(rescored.open())}
+    before, after = decisions(catalogue), decisions(rescored)
+    assert {version for _, version in after.values()} == {"2.0.1"}
+    before = {d: decision for d, (decision, _) in before.items()}
+    after = {d: decision for d, (decision, _) in after.items()}
     right_before = np.mean([(before[d] == "real") == (truth[d] >= 3) for d in truth])
     right_after = np.mean([(after[d] == "real") == (truth[d] >= 3) for d in truth])
     assert right_after >= right_before - 0.02, (right_before, right_after)

@@ -7,9 +7,11 @@ simulation gives back; the night's own labels do. From the parent model director
    batch norm is folded into the convolutions there, so it comes back as fixed per-channel
    scales) and fine-tuned on the labelled night cutouts, each epoch mixed with *replay*: fresh
    cutouts of the simulators the parent was trained on, so that what the night lacks is not
-   forgotten. Real and fake weigh the same within each of the two sources.
-2. The unlabelled night moves the per-channel statistics (AdaBN): after each convolution the
-   night's mean and spread are mapped onto the replay's, layer by layer.
+   forgotten. Real and fake weigh the same within each source. Two uses of the unlabelled night
+   are built and measured (REPORT: ADAPT.md): self-training on its confidently scored cutouts
+   (``pseudo_share``) and AdaBN (``adabn``: its per-channel statistics mapped onto the replay's).
+2. The CNN threshold is chosen for the whole night (:func:`night_threshold`): the labels are
+   not a random sample of it, but within a score bin they are close to one.
 3. Stage 2 is refit the 2020 way: UMAP on the new embedding of a map sample (replay and labelled
    night), the SVM on band detections (the night's labelled ones and simulated ones), C and gamma
    by cross-validation. It is used only where, out of fold on the night's labelled band, it beats
@@ -37,6 +39,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
@@ -94,8 +97,7 @@ class AdaptConfig:
 DEFAULT_CONFIG = AdaptConfig()
 MIN_LABELS, MIN_PER_SIDE = 30, 10
 PSEUDO_CONFIDENCE = 0.95  # self-training keeps night cutouts scored this sure, either way
-PRIOR_LABELS = 3.0  # pseudo-labels at a bin's centre score: where labels are few
-SVM_C, SVM_GAMMA = (0.3, 1.0, 3.0), (0.1, 0.5, 2.0)
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.01), 2)
 
 
 # --- the parent's CNN -------------------------------------------------------------------------
@@ -319,24 +321,42 @@ def replay_sets(manifest: dict, config: AdaptConfig) -> tuple[LabelledCutouts, L
 # --- the gate: k-fold over the labels ---------------------------------------------------------
 
 
-def out_of_fold_scores(
+@dataclass
+class Fold:
+    """One fold of the labels: the CNN fine-tuned without ``held``."""
+
+    fit_on: np.ndarray
+    held: np.ndarray
+    cnn: LineCNN
+
+
+def label_folds(
     parent: LineCNN,
     labelled: LabelledCutouts,
     replay: LabelledCutouts,
     unlabelled: np.ndarray,
     normalization: Normalization,
     config: AdaptConfig,
-) -> np.ndarray:
-    """Each label's CNN score from the model fine-tuned without its fold."""
-    truth = labelled.is_real
-    folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
-    scores = np.empty(len(labelled), dtype=np.float32)
-    for fold, (fit_on, held) in enumerate(folds.split(labelled.im_sum, truth)):
+) -> list[Fold]:
+    """k CNNs, each fine-tuned exactly as the final one but without one fold of the labels."""
+    splitter = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
+    folds = []
+    for k, (fit_on, held) in enumerate(splitter.split(labelled.im_sum, labelled.is_real)):
         cnn = adapted_cnn(
-            parent, labelled.subset(fit_on), replay, unlabelled, normalization, config, fold + 1
+            parent, labelled.subset(fit_on), replay, unlabelled, normalization, config, k + 1
         )
-        scores[held], _ = predict(cnn, prepare(labelled.im_sum[held], normalization))
-        log.info("fold %d of %d: %d labels held out", fold + 1, config.folds, len(held))
+        folds.append(Fold(fit_on, held, cnn))
+        log.info("fold %d of %d: %d labels held out", k + 1, config.folds, len(held))
+    return folds
+
+
+def out_of_fold_scores(
+    folds: list[Fold], labelled: LabelledCutouts, normalization: Normalization
+) -> np.ndarray:
+    """Each label's CNN score from the fold model that did not train on it."""
+    scores = np.empty(len(labelled), dtype=np.float32)
+    for fold in folds:
+        scores[fold.held], _ = predict(fold.cnn, prepare(labelled.im_sum[fold.held], normalization))
     return scores
 
 
@@ -378,97 +398,132 @@ def adapted_cnn(
 
 
 @dataclass
-class Stage2:
+class StageMap:
+    """A CNN's UMAP map of the replay sample and some labels, and what it places."""
+
+    reducer: object
+    placer: NeighbourTransform
+    map_input: np.ndarray
+    map_embedding: np.ndarray
+    label_coords: np.ndarray  # places of the labels in the map (in-sample)
+    label_score: np.ndarray  # their CNN scores (in-sample)
+
+
+def fit_map(
+    cnn: LineCNN, replay_sample: np.ndarray, labels: np.ndarray, normalization, seed: int
+) -> StageMap:
+    map_input = prepare(np.concatenate([replay_sample, labels]), normalization)
+    score, embedding = predict(cnn, map_input)
+    reducer = fit_umap(embedding, UmapConfig(sample=len(map_input), seed=seed))
+    return StageMap(
+        reducer,
+        NeighbourTransform.from_reducer(reducer),
+        map_input,
+        embedding,
+        reducer.embedding_[len(replay_sample) :],
+        score[len(replay_sample) :],
+    )
+
+
+def band_svm(
+    stage_map: StageMap,
+    truth: np.ndarray,
+    simulated: tuple[np.ndarray, np.ndarray, np.ndarray],
+    band: tuple[float, float],
+    seed: int,
+):
+    """The SVM on band detections: the labels in the band and simulated ones (C 1, gamma 0.5 on
+    standardised places: chosen on nothing the gate then judges it on); None if one class."""
+    low, high = band
+    coords, score, sim_truth = simulated
+    in_sim = capped(np.flatnonzero((score >= low) & (score < high)), seed)
+    in_labels = (stage_map.label_score >= low) & (stage_map.label_score < high)
+    x = np.concatenate([coords[in_sim], stage_map.label_coords[in_labels]])
+    y = np.concatenate([sim_truth[in_sim], truth[in_labels]])
+    if len(y) < MIN_AMBIGUOUS or y.all() or not y.any():
+        return None
+    return make_svm(seed).fit(x, y)
+
+
+def simulated_places(
+    cnn: LineCNN, stage_map: StageMap, calibration: LabelledCutouts, normalization
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    score, embedding = predict(cnn, prepare(calibration.im_sum, normalization))
+    return stage_map.placer.transform(embedding), score, calibration.is_real
+
+
+def held_out_svm(
+    folds: list[Fold],
+    labelled: LabelledCutouts,
+    replay_sample: np.ndarray,
+    calibration: LabelledCutouts,
+    normalization,
+    band: tuple[float, float],
+    seed: int,
+) -> np.ndarray:
+    """Each label's SVM decision from a stage 2 fit, map and all, by the fold model that did not
+    train on it: what the SVM does on night detections the CNN never saw (NaN: no SVM)."""
+    decision = np.full(len(labelled), np.nan)
+    for fold in folds:
+        stage_map = fit_map(
+            fold.cnn, replay_sample, labelled.im_sum[fold.fit_on], normalization, seed
+        )
+        simulated = simulated_places(fold.cnn, stage_map, calibration, normalization)
+        svm = band_svm(stage_map, labelled.is_real[fold.fit_on], simulated, band, seed)
+        if svm is None:
+            continue
+        _, embedding = predict(fold.cnn, prepare(labelled.im_sum[fold.held], normalization))
+        decision[fold.held] = svm.decision_function(stage_map.placer.transform(embedding))
+    return decision
+
+
+@dataclass
+class Stage2Verdict:
     used: bool
-    low: float
-    high: float
-    svm: object
     why: str
     numbers: dict
 
 
-def fit_stage2(
-    coords_labelled: np.ndarray,
+def judge_stage2(
+    svm_decision: np.ndarray,
     oof_score: np.ndarray,
     truth: np.ndarray,
-    coords_simulated: np.ndarray,
-    score_simulated: np.ndarray,
-    truth_simulated: np.ndarray,
     band: tuple[float, float],
     threshold: float,
-    map_coords: np.ndarray,
-    seed: int,
-) -> Stage2:
-    """The SVM on band detections (night labels, band by their out-of-fold scores, and simulated
-    ones), kept only where it beats the CNN's call and the best constant on the night's band
-    out of fold."""
+) -> Stage2Verdict:
+    """On the labels in the band (by their out-of-fold scores), the held-out SVM must beat the
+    CNN's own call and the best constant by two standard errors."""
     low, high = band
-    in_band = (oof_score >= low) & (oof_score < high)
-    sim_band = (score_simulated >= low) & (score_simulated < high)
-    x_sim, y_sim = coords_simulated[sim_band], truth_simulated[sim_band]
-    x_night, y_night = coords_labelled[in_band], truth[in_band]
+    in_band = (oof_score >= low) & (oof_score < high) & np.isfinite(svm_decision)
     n = int(in_band.sum())
-    numbers: dict = {"night_band_labels": n, "simulated_band": int(sim_band.sum())}
-    off = Stage2(False, threshold, threshold, None, "", numbers)
-    if n < MIN_AMBIGUOUS or y_night.all() or not y_night.any():
-        off.why = (
-            f"{n} labelled night detections in the band [{low}, {high}), of one class or fewer "
-            f"than {MIN_AMBIGUOUS}: too few to judge the SVM on"
+    numbers: dict = {"band": list(band), "held_out_band_labels": n}
+    y = truth[in_band]
+    if n < MIN_AMBIGUOUS or y.all() or not y.any():
+        return Stage2Verdict(
+            False,
+            f"{n} held-out labels in the band [{low}, {high}), of one class or fewer than "
+            f"{MIN_AMBIGUOUS}: too few to judge the SVM on",
+            numbers,
         )
-        return off
-    best = None
-    for c in SVM_C:
-        for gamma in SVM_GAMMA:
-            decision = night_out_of_fold(x_night, y_night, x_sim, y_sim, seed, c, gamma)
-            accuracy = float(np.mean((decision > 0) == y_night))
-            if best is None or accuracy > best[0]:
-                best = (accuracy, c, gamma)
-    accuracy, c, gamma = best
-    cnn_call = float(np.mean((oof_score[in_band] >= threshold) == y_night))
-    real = float(y_night.mean())
-    constant = max(real, 1 - real)
-    margin = 2.0 * np.sqrt(max(cnn_call, constant) * (1 - max(cnn_call, constant)) / n)
+    svm = float(np.mean((svm_decision[in_band] > 0) == y))
+    cnn_call = float(np.mean((oof_score[in_band] >= threshold) == y))
+    constant = max(float(y.mean()), 1 - float(y.mean()))
+    best_other = max(cnn_call, constant)
+    margin = 2.0 * np.sqrt(best_other * (1 - best_other) / n)
     numbers.update(
-        svm_accuracy=accuracy,
-        cnn_call_accuracy=cnn_call,
-        constant_accuracy=constant,
-        margin=float(margin),
-        c=c,
-        gamma=gamma,
-        note="SVM accuracy by 5-fold over the night's labelled band (simulated band always in "
-        "training); band membership and the CNN's call from out-of-fold CNN scores",
+        svm_accuracy=svm, cnn_call_accuracy=cnn_call, constant_accuracy=constant, margin=margin
     )
-    chosen = capped(np.arange(len(y_sim)), seed)
-    svm = make_svm(seed, c, gamma).fit(
-        np.concatenate([x_sim[chosen], x_night]), np.concatenate([y_sim[chosen], y_night])
+    summary = (
+        f"on {n} held-out labels in the band [{low}, {high}) the SVM is right on {svm:.3f}, "
+        f"the CNN's own call on {cnn_call:.3f}, the best constant on {constant:.3f}"
     )
-    if accuracy <= max(cnn_call, constant) + margin:
-        off.why = (
-            f"out of fold on {n} labelled band detections the SVM is right on {accuracy:.3f}, "
-            f"the CNN's own call on {cnn_call:.3f} and the best constant on {constant:.3f}: "
-            f"the SVM must beat both by two standard errors ({margin:.3f})"
+    if svm <= best_other + margin:
+        return Stage2Verdict(
+            False,
+            f"{summary}: the SVM must beat both by two standard errors ({margin:.3f})",
+            numbers,
         )
-        off.svm = svm
-        return off
-    if len(np.unique(svm.decision_function(map_coords) > 0)) < 2:
-        off.why, off.svm = "the refit SVM has one sign over the whole map", svm
-        return off
-    return Stage2(True, low, high, svm, "beats the CNN's call and the best constant", numbers)
-
-
-def night_out_of_fold(x_night, y_night, x_sim, y_sim, seed, c, gamma) -> np.ndarray:
-    folds = StratifiedKFold(
-        n_splits=min(5, int(min(y_night.sum(), (~y_night).sum()))), shuffle=True, random_state=seed
-    )
-    chosen = capped(np.arange(len(y_sim)), seed)
-    decision = np.empty(len(y_night))
-    for fit_on, held in folds.split(x_night, y_night):
-        svm = make_svm(seed, c, gamma).fit(
-            np.concatenate([x_sim[chosen], x_night[fit_on]]),
-            np.concatenate([y_sim[chosen], y_night[fit_on]]),
-        )
-        decision[held] = svm.decision_function(x_night[held])
-    return decision
+    return Stage2Verdict(True, f"{summary}: it beats both", numbers)
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -506,7 +561,8 @@ def adapt(
         int(parent_manifest["cnn"]["embedding_dim"]),
     )
     replay, calibration = replay_sets(parent_manifest, config)
-    oof = out_of_fold_scores(parent, labelled, replay, night.im_sum, normalization, config)
+    folds = label_folds(parent, labelled, replay, night.im_sum, normalization, config)
+    oof = out_of_fold_scores(folds, labelled, normalization)
     cnn = adapted_cnn(parent, labelled, replay, night.im_sum, normalization, config)
     night_score, _ = predict(cnn, prepare(night.im_sum, normalization))
     choice = night_threshold(oof, labelled.is_real, night_score)
@@ -529,10 +585,38 @@ def adapt(
             f"{adapted_summary['fom']:.4f} against the parent's {parent_summary['fom']:.4f}; "
             "nothing written"
         )
+    band = parent_band(parent_manifest)
+    replay_sample = replay.subset(
+        np.sort(
+            np.random.default_rng(config.seed).choice(
+                len(replay), min(config.map_sample, len(replay)), replace=False
+            )
+        )
+    )
+    verdict = judge_stage2(
+        held_out_svm(
+            folds, labelled, replay_sample.im_sum, calibration, normalization, band, config.seed
+        ),
+        oof,
+        truth,
+        band,
+        threshold,
+    )
+    log.info("stage 2 %s: %s", "used" if verdict.used else "off", verdict.why)
     out_dir.mkdir(parents=True)
     try:
         manifest = package(
-            out_dir, cnn, bundle, night, labels, calibration, replay, oof, threshold, config
+            out_dir,
+            cnn,
+            bundle,
+            night,
+            labels,
+            calibration,
+            replay_sample,
+            band,
+            verdict,
+            threshold,
+            config,
         )
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -545,37 +629,41 @@ def adapt(
     return manifest
 
 
-def night_threshold(
-    oof_score: np.ndarray, truth: np.ndarray, night_score: np.ndarray, bins: int = 20
-) -> dict:
-    """The CNN threshold with the best FoM estimated for the whole night.
+def night_threshold(oof_score: np.ndarray, truth: np.ndarray, night_score: np.ndarray) -> dict:
+    """The CNN threshold with the best FoM expected over the whole night.
 
     The labels are not a random sample of the night (``suggest`` favours the unsure), so their
-    own FoM is not the night's. Within a bin of CNN score they are closer to one: the night's
-    count per bin (every detection, unlabelled too) times the labels' real share in that bin
-    (out-of-fold scores; shrunk towards the bin's centre with ``PRIOR_LABELS`` pseudo-labels
-    where labels are few) gives the expected real and fake kept above each bin edge.
+    own FoM is not the night's; but their real share *at a given score* is close to the
+    night's there, because the choice of what to label depends on the model's scores and map,
+    not on the answer. So the labels' out-of-fold scores calibrate the CNN (Platt scaling: a
+    logistic fit on the score's logit), and every night detection's calibrated probability gives
+    the real and fake kept above each threshold.
     """
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    centre = (edges[:-1] + edges[1:]) / 2
-    count = np.bincount(np.clip(np.digitize(night_score, edges[1:-1]), 0, bins - 1), minlength=bins)
-    labelled_bin = np.clip(np.digitize(oof_score, edges[1:-1]), 0, bins - 1)
-    labelled = np.bincount(labelled_bin, minlength=bins)
-    real = np.bincount(labelled_bin, weights=truth.astype(float), minlength=bins)
-    share = (real + PRIOR_LABELS * centre) / (labelled + PRIOR_LABELS)
-    expected_real = count * share
-    total_real = expected_real.sum()
-    best = {"threshold": 0.5, "estimated_fom": -1.0}
-    for b in range(1, bins):
-        kept, true_kept = count[b:].sum(), expected_real[b:].sum()
-        fom = (true_kept / total_real) * (true_kept / kept) if kept and total_real else 0.0
-        if fom > best["estimated_fom"]:
-            best = {"threshold": float(edges[b]), "estimated_fom": float(fom)}
+    logit = np.log(np.clip(oof_score, 1e-6, 1 - 1e-6) / np.clip(1 - oof_score, 1e-6, 1))
+    platt = LogisticRegression(C=1.0).fit(logit[:, None], truth)
+    night_logit = np.log(np.clip(night_score, 1e-6, 1 - 1e-6) / np.clip(1 - night_score, 1e-6, 1))
+    probability = platt.predict_proba(night_logit[:, None])[:, 1]
+    order = np.argsort(-night_score)
+    true_kept, kept = np.cumsum(probability[order]), np.arange(1, len(order) + 1)
+    fom = (true_kept / probability.sum()) * (true_kept / kept)
+    grid = THRESHOLD_GRID
+    at = np.searchsorted(-night_score[order], -grid, side="right") - 1  # last kept index
+    expected = np.where(at >= 0, fom[np.clip(at, 0, None)], 0.0)
+    best = int(np.argmax(expected))
     return {
-        **best,
-        "rule": "best FoM estimated on the night: per score bin, night counts times "
-        "the labels' out-of-fold real share (shrunk to the bin centre)",
+        "threshold": float(grid[best]),
+        "estimated_fom": float(expected[best]),
+        "calibration": {"slope": float(platt.coef_[0, 0]), "intercept": float(platt.intercept_[0])},
+        "rule": "best FoM expected over the night: the night's CNN scores calibrated on the "
+        "labels' out-of-fold scores (Platt scaling)",
     }
+
+
+def parent_band(manifest: dict) -> tuple[float, float]:
+    """The ambiguous band stage 2 is judged on: the parent's, or the 2020 one around 0.5 when the
+    parent's stage 2 was off (both thresholds equal)."""
+    low, high = float(manifest["thresholds"]["low"]), float(manifest["thresholds"]["high"])
+    return (low, high) if low < high else (0.3, 0.7)
 
 
 def package(
@@ -585,8 +673,9 @@ def package(
     night: Images,
     labels: NightLabels,
     calibration: LabelledCutouts,
-    replay: LabelledCutouts,
-    oof: np.ndarray,
+    replay_sample: LabelledCutouts,
+    band: tuple[float, float],
+    verdict: Stage2Verdict,
     threshold: float,
     config: AdaptConfig,
 ) -> dict:
@@ -596,42 +685,25 @@ def package(
     normalization = bundle.normalization
     cnn_path = export_onnx(cnn, out_dir / CNN_FILE)
     rng = np.random.default_rng(config.seed)
-    sample = rng.choice(len(replay), min(config.map_sample, len(replay)), replace=False)
-    map_cutouts = np.concatenate([replay.im_sum[np.sort(sample)], labelled.im_sum])
-    map_classes = np.concatenate([replay.vis_class[np.sort(sample)], labelled.vis_class])
-    map_input = prepare(map_cutouts, normalization)
-    agreement = max_disagreement(cnn, cnn_path, map_input[:1024])
-    _, map_embedding = predict(cnn, map_input)
-    umap_config = UmapConfig(sample=len(map_cutouts), seed=config.seed)
-    reducer = fit_umap(map_embedding, umap_config)
-    placer = NeighbourTransform.from_reducer(reducer)
+    stage_map = fit_map(cnn, replay_sample.im_sum, labelled.im_sum, normalization, config.seed)
+    reducer, map_input, map_embedding = (
+        stage_map.reducer,
+        stage_map.map_input,
+        stage_map.map_embedding,
+    )
     map_coords = reducer.embedding_
-
+    map_classes = np.concatenate([replay_sample.vis_class, labelled.vis_class])
+    agreement = max_disagreement(cnn, cnn_path, map_input[:1024])
+    simulated = simulated_places(cnn, stage_map, calibration, normalization)
+    svm = band_svm(stage_map, labelled.is_real, simulated, band, config.seed)
+    used = verdict.used and svm is not None
+    why = verdict.why
+    if used and len(np.unique(svm.decision_function(map_coords) > 0)) < 2:
+        used, why = False, f"{why}; but the refit SVM has one sign over the whole map"
+    if svm is None:  # kept for the pictures only: the band is decided by the CNN
+        svm = make_svm(config.seed).fit(simulated[0][:2000], simulated[2][:2000])
     calibration_input = prepare(calibration.im_sum, normalization)
-    calibration_score, calibration_embedding = predict(cnn, calibration_input)
-    labelled_coords = map_coords[len(sample) :]
-    band = (
-        float(parent_manifest["thresholds"]["low"]),
-        float(parent_manifest["thresholds"]["high"]),
-    )
-    if band[0] >= band[1]:  # a parent whose stage 2 was off: the 2020 band around its threshold
-        band = (0.3, 0.7)
-    stage2 = fit_stage2(
-        labelled_coords,
-        oof,
-        labelled.is_real,
-        placer.transform(calibration_embedding),
-        calibration_score,
-        calibration.is_real,
-        band,
-        threshold,
-        map_coords,
-        config.seed,
-    )
-    log.info("stage 2 %s: %s", "used" if stage2.used else "off", stage2.why)
-    svm = stage2.svm or make_svm(config.seed).fit(
-        placer.transform(calibration_embedding)[:2000], calibration.is_real[:2000]
-    )
+    _, calibration_embedding = predict(cnn, calibration_input)
 
     unlabelled = np.setdiff1d(np.arange(len(night.detectid)), night.rows_of(labelled.detectid, ""))
     night_sample = np.sort(rng.choice(unlabelled, min(len(unlabelled), 4000), replace=False))
@@ -667,31 +739,27 @@ def package(
     )
     manifest["cnn"]["onnx_vs_pytorch_max_abs_diff"] = agreement
     manifest["umap"].update(
-        sample=len(map_cutouts),
+        sample=len(map_input),
         seed=config.seed,
-        map_sample=f"{len(sample)} replay cutouts and the {len(labelled)} labelled night ones",
+        map_sample=f"{len(replay_sample)} replay cutouts and the {len(labelled)} labelled ones",
     )
     manifest["svm"] = {
         "file": SVM_FILE,
-        **({"c": stage2.numbers["c"], "gamma": stage2.numbers["gamma"]} if stage2.svm else {}),
-        "trained_on": "the night's labelled band detections and simulated band detections"
-        if stage2.svm
-        else "simulated calibration cutouts (reported only: stage 2 is off)",
+        "c": 1.0,
+        "gamma": 0.5,
+        "trained_on": "the night's labelled detections and simulated calibration cutouts whose "
+        f"CNN scores fall in the band [{band[0]}, {band[1]})",
     }
     manifest["novelty"].update(
         threshold=novelty.threshold,
-        reference=f"the {len(map_cutouts)} map-sample cutouts (replay and labelled night)",
+        reference=f"the {len(map_input)} map-sample cutouts (replay and labelled night)",
         calibration=f"{len(calibration)} replay and {len(night_sample)} unlabelled night "
         "cutouts the reference does not hold",
         calibration_flagged=novelty.calibration_flagged(),
     )
-    manifest["thresholds"] = {"low": stage2.low, "high": stage2.high, "cnn_alone": threshold}
-    manifest["stage2"] = {
-        "used": stage2.used,
-        "band": list(band) if stage2.used else [threshold, threshold],
-        "why": stage2.why,
-        **stage2.numbers,
-    }
+    low, high = band if used else (threshold, threshold)
+    manifest["thresholds"] = {"low": low, "high": high, "cnn_alone": threshold}
+    manifest["stage2"] = {"used": used, "why": why, **verdict.numbers}
     manifest["lineage"] = {
         "parent_version": parent_manifest["version"],
         "parent_cnn_sha256": parent_manifest["artifacts"][CNN_FILE]["sha256"],
@@ -704,7 +772,7 @@ def package(
             "cnn: fine-tuned from the parent on the labels with replay"
             + (", then AdaBN to the night" if config.adabn else ""),
             "umap: refit on the new embedding of the map sample",
-            "svm: refit on band detections" + ("" if stage2.used else " (off: see stage2)"),
+            "svm: refit on band detections" + ("" if used else " (off: see stage2)"),
             "novelty: reference and calibration with the night",
         ],
     }

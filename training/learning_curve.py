@@ -140,6 +140,7 @@ def point(evaluation, forgetting: dict[str, LabelledCutouts], model_dir: Path) -
     scores, truth = evaluation.scores, evaluation.truth
     band = (scores.cnn_score >= evaluation.low) & (scores.cnn_score < evaluation.high)
     result = summarise(evaluation)
+    result["oracle_threshold_fom"] = oracle_threshold_fom(evaluation)
     result["band_cnn_call_accuracy"] = (
         float(np.mean((scores.cnn_score[band] >= evaluation.cnn_alone) == truth[band]))
         if band.any()

@@ -2,7 +2,9 @@
 
 One row per detection with a consensus: ``detectid``, ``vis_class`` and the votes per visual
 class (``votes``, in the order of the ``classes`` attribute) and in all (``n_votes``). The rule
-is written into the file's metadata (``consensus_rule``), with the night the votes belong to.
+is written into the file's metadata (``consensus_rule``), with the night the votes belong to and
+the model versions they were cast against. A database of another schema version (one written
+before votes kept their audit) is refused in one line, not read by guessing.
 """
 
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ def consensus(votes: list[Vote], min_votes: int = 1) -> Consensus:
 
 def export(db: Path, out: Path, min_votes: int = 1) -> int:
     """Write the Labels file; the number of labelled detections."""
-    store = VoteStore.existing(db)
+    store = VoteStore.existing(db)  # refuses another schema version
     votes = store.votes()
     agreed = consensus(votes, min_votes)
     if len(agreed.detectid) == 0:
@@ -76,6 +78,7 @@ def export(db: Path, out: Path, min_votes: int = 1) -> int:
         handle.attrs["night_file"] = night.get("file", "")
         handle.attrs["night_fingerprint"] = night.get("fingerprint", "")
         handle.attrs["reviewers"] = ",".join(sorted({vote.reviewer for vote in votes}))
+        handle.attrs["vote_model_versions"] = ",".join(store.model_versions())
         handle.attrs["exported"] = datetime.now(UTC).isoformat(timespec="seconds")
     partial.replace(out)
     return len(agreed.detectid)

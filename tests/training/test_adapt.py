@@ -12,13 +12,15 @@ import torch
 from service.bundle import ModelBundle
 from service.preprocess import prepare
 from tests.live import ROOT
+from training import metrics
 from training.adapt import (
     AdaptConfig,
     AdaptRefusedError,
     adapt,
     cnn_from_onnx,
-    fit_stage2,
+    judge_stage2,
     match_statistics,
+    night_threshold,
 )
 from training.cli import main as training_cli
 from training.dataset import read_images, write_dataset
@@ -93,44 +95,22 @@ def test_adabn_gives_the_target_the_source_statistics_at_every_layer(night):
 def test_stage_two_is_used_only_where_it_beats_the_cnn_call_and_the_constant():
     rng = np.random.default_rng(0)
     n = 400
-    coords = rng.uniform(-3, 3, (n, 2))
-    truth = coords[:, 0] > 0  # the map separates real from fake
-    oof = np.full(n, 0.5)  # all in the band; the CNN's call (0.5 >= 0.5) says real: 50% right
-    sim = rng.uniform(-3, 3, (300, 2))
-    kept = fit_stage2(
-        coords, oof, truth, sim, np.full(300, 0.5), sim[:, 0] > 0, (0.3, 0.7), 0.5, coords, 0
-    )
-    assert kept.used and (kept.low, kept.high) == (0.3, 0.7)
-    assert kept.numbers["svm_accuracy"] > 0.9
-    noise = rng.random(n) < 0.5  # labels the map cannot tell apart
-    off = fit_stage2(
-        coords,
-        oof,
-        noise,
-        sim,
-        np.full(300, 0.5),
-        rng.random(300) < 0.5,
-        (0.3, 0.7),
-        0.5,
-        coords,
-        0,
-    )
-    assert not off.used and (off.low, off.high) == (0.5, 0.5)
-    assert "the SVM must beat both" in off.why
-    assert str(round(off.numbers["svm_accuracy"], 3)) in off.why
-    few = fit_stage2(
-        coords[:20],
-        oof[:20],
-        truth[:20],
-        sim,
-        np.full(300, 0.5),
-        sim[:, 0] > 0,
-        (0.3, 0.7),
-        0.5,
-        coords,
-        0,
-    )
-    assert not few.used and "too few" in few.why
+    truth = rng.random(n) < 0.6
+    oof = rng.uniform(0.3, 0.7, n)  # all in the band
+    cnn_right = (oof >= 0.5) == truth
+    good_svm = np.where(rng.random(n) < 0.9, truth, ~truth) * 2.0 - 1  # right 90% of the time
+    kept = judge_stage2(good_svm, oof, truth, (0.3, 0.7), 0.5)
+    assert kept.used and "it beats both" in kept.why
+    assert kept.numbers["svm_accuracy"] == pytest.approx(np.mean((good_svm > 0) == truth))
+    assert kept.numbers["cnn_call_accuracy"] == pytest.approx(cnn_right.mean())
+    constant_svm = np.ones(n)  # says real everywhere: exactly the best constant (60% real)
+    off = judge_stage2(constant_svm, oof, truth, (0.3, 0.7), 0.5)
+    assert not off.used and "the SVM must beat both by two standard errors" in off.why
+    assert f"{off.numbers['constant_accuracy']:.3f}" in off.why
+    no_svm = np.full(n, np.nan)  # no fold could fit one
+    assert "too few" in judge_stage2(no_svm, oof, truth, (0.3, 0.7), 0.5).why
+    outside = judge_stage2(good_svm, np.full(n, 0.9), truth, (0.3, 0.7), 0.5)
+    assert not outside.used and "0 held-out labels in the band" in outside.why
 
 
 def test_adapt_writes_a_model_that_verifies_and_records_its_lineage(night, tmp_path):
@@ -218,3 +198,20 @@ def test_bad_inputs_get_one_line_naming_the_file_and_field(night, tmp_path, caps
     (tmp_path / "exists").mkdir()
     message = cli_error(capsys, *base, "--out", str(tmp_path / "exists"), "--labels", str(good))
     assert f"{tmp_path / 'exists'}: --out exists" in message
+
+
+def test_the_night_threshold_is_the_best_expected_for_the_whole_night():
+    """Labels chosen mostly near the middle (as suggest does) still calibrate the scores: the
+    threshold chosen from them is the night's best within a few hundredths of FoM."""
+    rng = np.random.default_rng(3)
+    night_score = rng.beta(0.6, 0.6, 20_000)
+    real_probability = night_score**2  # the CNN over-calls real: its 0.5 is really 0.25
+    truth_night = rng.random(20_000) < real_probability
+    middle = np.flatnonzero(np.abs(night_score - 0.5) < 0.3)
+    chosen = np.concatenate([rng.choice(middle, 400, replace=False), rng.choice(20_000, 100)])
+    choice = night_threshold(night_score[chosen], truth_night[chosen], night_score)
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    foms = [metrics.fom(truth_night, night_score >= t) for t in grid]
+    assert metrics.fom(truth_night, night_score >= choice["threshold"]) >= max(foms) - 0.01
+    assert choice["threshold"] > 0.55  # not the uncalibrated 0.5
+    assert abs(choice["estimated_fom"] - max(foms)) < 0.05  # two parameters cannot fit s**2 exactly

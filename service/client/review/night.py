@@ -231,6 +231,13 @@ class Night:
     def close(self) -> None:
         self.handle.close()
 
+    def reopen(self) -> None:
+        """Open the file again, in a process forked after :meth:`close` (HDF5 handles are not
+        to be shared across a fork)."""
+        with self.lock:
+            self.handle = open_fiber_file(self.path)
+            self.table = fiber_table(self.handle, self.path)
+
 
 def open_fiber_file(path: Path) -> h5py.File:
     if not path.is_file():

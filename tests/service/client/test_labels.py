@@ -1,5 +1,7 @@
 """Consensus, agreement and export: the Labels file trains a tiny model."""
 
+import sqlite3
+
 import h5py
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from service.cli import main
 from service.client.labels import consensus, rule
 from service.client.review.agreement import measure
 from service.client.review.app import Review, create_app
+from service.client.review.night import ReviewError
 from service.client.review.votes import Vote, VoteStore
 from tests.service.client.conftest import MODELS
 from training.cli import main as training_cli
@@ -59,7 +62,9 @@ def test_export_writes_labels_that_training_reads_and_trains_on(tiny_file, tmp_p
     with h5py.File(tiny_file) as handle:
         truth = handle["Labels"][...]
     db = tmp_path / "r.sqlite"
-    store = VoteStore.open(db, {"fingerprint": "tiny", "file": tiny_file.name})
+    store = VoteStore.open(
+        db, {"fingerprint": "tiny", "file": tiny_file.name, "model_version": "0.0.1"}
+    )
     for detectid, vis_class in zip(
         truth["detectid"].tolist(), truth["vis_class"].tolist(), strict=True
     ):
@@ -73,6 +78,7 @@ def test_export_writes_labels_that_training_reads_and_trains_on(tiny_file, tmp_p
         assert "majority of votes" in table.attrs["consensus_rule"]
         assert table.attrs["classes"].tolist() == list(range(-2, 6))
         assert handle.attrs["reviewers"] == "ann,bob"
+        assert handle.attrs["vote_model_versions"] == "0.0.1"  # what the votes were cast against
         assert table["n_votes"].max() == 2
     labelled = read_labelled(tiny_file, out)
     assert len(labelled) >= len(truth) - 5
@@ -92,3 +98,32 @@ def test_export_refuses_a_database_without_consensus(tmp_path):
         main(["labels", "export", "--db", str(db), "--out", str(tmp_path / "l.h5")])
     with pytest.raises(SystemExit, match=f"error: {tmp_path / 'no.sqlite'}: no such file"):
         main(["labels", "export", "--db", str(tmp_path / "no.sqlite"), "--out", "l.h5"])
+
+
+def test_a_database_of_the_older_schema_is_refused_by_review_and_export(
+    night_journal, night_file, tmp_path
+):
+    """Schema 1 kept no model version and no address per vote: nothing is guessed for them."""
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as old:
+        old.executescript(
+            "CREATE TABLE night (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE votes (detectid INTEGER NOT NULL, reviewer TEXT NOT NULL, "
+            "vis_class INTEGER NOT NULL, at TEXT NOT NULL, PRIMARY KEY (detectid, reviewer));"
+            "INSERT INTO votes VALUES (1, 'ada', 5, '2025-01-01T00:00:00+00:00');"
+        )
+    with pytest.raises(SystemExit) as stopped:
+        main(["labels", "export", "--db", str(db), "--out", str(tmp_path / "l.h5")])
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"linescore labels: error: {db}: written by an older linescore review (schema 1; this one "
+        "reads schema 2)"
+    )
+    assert not (tmp_path / "l.h5").exists()
+    with pytest.raises(ReviewError, match=r"written by an older linescore review \(schema 1"):
+        Review.load(night_journal, night_file, db, MODELS)
+    with sqlite3.connect(db) as newer:
+        newer.execute("PRAGMA user_version = 3")
+    with pytest.raises(ReviewError, match=r"written by a newer linescore review \(schema 3"):
+        VoteStore.existing(db)

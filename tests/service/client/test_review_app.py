@@ -1,4 +1,8 @@
-"""The review app through Flask's test client: pages, labelling, queue, persistence, refusals."""
+"""The review app through Flask's test client: pages, labelling, queue, persistence, refusals.
+
+Reviewers sign in by the name prompt and post with their session token (tests/service/client/
+reviewing.py); what forged requests get is in test_review_security.py.
+"""
 
 import re
 import shutil
@@ -16,6 +20,7 @@ from service.client.review.model import heldout_histogram
 from service.client.review.night import ReviewError, read_catalogue
 from service.client.suggest import Thresholds, rank
 from tests.service.client.conftest import MODELS
+from tests.service.client.reviewing import Reviewer, csrf_of
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,13 @@ def votes_in(db: Path) -> list[tuple]:
         ).fetchall()
 
 
+def audits_in(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(
+            "SELECT reviewer, model_version, remote_addr FROM votes ORDER BY at"
+        ).fetchall()
+
+
 def test_summary_page_shows_the_night_and_its_plots(shared):
     client = create_app(shared).test_client()
     page = client.get("/")
@@ -54,34 +66,42 @@ def test_summary_page_shows_the_night_and_its_plots(shared):
     assert client.get("/plot/nothing.png").status_code == 404
 
 
-def test_queue_asks_the_name_once_and_the_url_sets_it(shared):
+def test_queue_asks_the_name_once_and_keeps_it_in_the_session(shared):
     client = create_app(shared).test_client()
-    assert b'name="reviewer"' in client.get("/queue").data
-    answer = client.post("/reviewer", data={"reviewer": "  ada  ", "filters": ""})
+    prompt = client.get("/queue?reviewer=grace").text
+    assert 'name="reviewer"' in prompt and 'value="grace"' in prompt  # the URL only fills it in
+    assert b'id="reviewer">' not in client.get("/queue?reviewer=grace").data
+    csrf = csrf_of(prompt)
+    answer = client.post("/reviewer", data={"reviewer": "  ada  ", "filters": "", "csrf": csrf})
     assert answer.status_code == 303
-    assert b'id="reviewer">ada<' in client.get("/queue").data
-    client.get("/?reviewer=grace")
+    page = client.get("/queue").text
+    assert 'id="reviewer">ada<' in page
+    assert csrf_of(page) != csrf  # signing in starts a new session, with a new token
+    assert b'id="reviewer">ada<' in client.get("/?reviewer=grace").data  # the URL sets nothing
+    bad = client.post("/reviewer", data={"reviewer": "<script>", "csrf": csrf_of(page)})
+    assert bad.status_code == 400
+    again = client.post("/reviewer", data={"reviewer": "grace", "csrf": csrf_of(page)})
+    assert again.status_code == 303  # the name can be changed, from the app's own form
     assert b'id="reviewer">grace<' in client.get("/queue").data
-    assert client.post("/reviewer", data={"reviewer": "<script>"}).status_code == 400
 
 
 def test_queue_serves_detections_in_the_suggest_order(fresh):
     catalogue, model = fresh.night.catalogue, fresh.model
     order = rank(catalogue, Thresholds(model.low, model.high, model.cnn_alone)).order
-    client = create_app(fresh).test_client()
+    client = Reviewer(create_app(fresh), "order")
     served = []
     for _ in range(3):
-        served.append(shown(client.get("/queue?reviewer=order").data))
+        served.append(shown(client.get("/queue").data))
         client.post("/vote", data={"detectid": served[-1], "label": "5"})
     assert served == catalogue.detectid[order[:3]].tolist()
 
 
 def test_keys_label_skip_undo_and_each_vote_is_stored_at_once(fresh):
-    client = create_app(fresh).test_client()
+    client = Reviewer(create_app(fresh), "ann")
     db = fresh.store.path
     seen = []
     for label in ("4", "a", "p", "s", "0"):
-        detectid = shown(client.get("/queue?reviewer=ann").data)
+        detectid = shown(client.get("/queue").data)
         seen.append(detectid)
         answer = client.post("/vote", data={"detectid": detectid, "label": label, "filters": ""})
         assert answer.status_code == 303 and answer.location.startswith("/queue")
@@ -94,6 +114,8 @@ def test_keys_label_skip_undo_and_each_vote_is_stored_at_once(fresh):
         (seen[4], "ann", 0),
     ]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT.*\+00:00", at) for *_, at in stored)
+    version = fresh.night.catalogue.model_version
+    assert audits_in(db) == [("ann", version, "127.0.0.1")] * 4  # the test client's address
     undone = client.post("/undo", data={"filters": ""})
     assert undone.location == f"/detection/{seen[4]}"
     assert [d for d, *_ in votes_in(db)] == seen[:3]
@@ -104,19 +126,22 @@ def test_keys_label_skip_undo_and_each_vote_is_stored_at_once(fresh):
     assert dict((d, c) for d, _, c, _ in votes_in(db))[seen[1]] == -2  # the earlier vote is back
     assert client.post("/vote", data={"detectid": seen[0], "label": "9"}).status_code == 400
     assert client.post("/vote", data={"detectid": 1, "label": "4"}).status_code == 404
+    assert client.post("/vote", data={"detectid": "x", "label": "4"}).status_code == 400
 
 
 def test_a_reload_shows_the_same_detection_and_a_restart_keeps_every_vote(
     fresh, night_journal, night_file
 ):
-    client = create_app(fresh).test_client()
-    first = shown(client.get("/queue?reviewer=kim").data)
+    client = Reviewer(create_app(fresh), "kim")
+    first = shown(client.get("/queue").data)
     assert shown(client.get("/queue").data) == first
     client.post("/vote", data={"detectid": first, "label": "3"})
     fresh.night.close()
     again = Review.load(night_journal, night_file, fresh.store.path, MODELS)  # a new server
     assert [(v.detectid, v.vis_class) for v in again.store.votes()] == [(first, 3)]
-    assert shown(create_app(again).test_client().get("/queue?reviewer=kim").data) != first
+    client.client.application = create_app(again)  # the same browser, its session kept
+    page = client.get("/queue").text
+    assert 'id="reviewer">kim<' in page and shown(page.encode()) != first
 
 
 @pytest.mark.parametrize("overlap", [1, 2])
@@ -125,20 +150,20 @@ def test_reviewers_at_once_get_different_detections_or_the_same_with_overlap(
 ):
     review = Review.load(night_journal, night_file, tmp_path / "r.sqlite", MODELS, overlap)
     app = create_app(review)
-    ann, bob = app.test_client(), app.test_client()
-    ann_first = shown(ann.get("/queue?reviewer=ann").data)
-    bob_first = shown(bob.get("/queue?reviewer=bob").data)
+    ann, bob = Reviewer(app, "ann"), Reviewer(app, "bob")
+    ann_first = shown(ann.get("/queue").data)
+    bob_first = shown(bob.get("/queue").data)
     assert (ann_first == bob_first) == (overlap == 2)
     ann.post("/vote", data={"detectid": ann_first, "label": "5"})
-    cat = create_app(review).test_client()
-    cat_first = shown(cat.get("/queue?reviewer=cat").data)
+    cat = Reviewer(create_app(review), "cat")
+    cat_first = shown(cat.get("/queue").data)
     assert cat_first != ann_first  # it has its votes (overlap 1) or is held by bob (overlap 2)
 
 
 def test_filters_choose_what_the_queue_offers(shared):
-    client = create_app(shared).test_client()
+    client = Reviewer(create_app(shared), "filt")
     catalogue = shared.night.catalogue
-    page = client.get("/queue?reviewer=filt&decision=real&stage=cnn&min_score=0.9")
+    page = client.get("/queue?decision=real&stage=cnn&min_score=0.9")
     index = shared.night.index_of(shown(page.data))
     assert catalogue.decision[index] == "real" and catalogue.stage[index] == "cnn"
     assert catalogue.cnn_score[index] >= 0.9
@@ -152,7 +177,7 @@ def test_filters_choose_what_the_queue_offers(shared):
 def test_a_detection_page_shows_cutouts_fibers_and_its_place(shared):
     client = create_app(shared).test_client()
     detectid = int(shared.night.catalogue.detectid[0])
-    page = client.get(f"/detection/{detectid}?reviewer=look")
+    page = client.get(f"/detection/{detectid}")
     for kind in ("sum32", "sum100", "fiber0", "fiber3"):
         assert f"/cutout/{detectid}/{kind}.png".encode() in page.data
         assert client.get(f"/cutout/{detectid}/{kind}.png").data.startswith(b"\x89PNG")
