@@ -20,6 +20,7 @@ import requests
 
 from service.bundle import ModelBundle
 from tests.live import LINESCORE, ROOT, free_port, live_server
+from tests.service.client.reviewing import named_session
 from tests.service.client.test_review_cli import review_command, wait_until_answering
 from training.dataset import write_dataset
 from training.simulators.c import simulate
@@ -89,12 +90,11 @@ def test_from_a_night_to_a_better_model(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_answering(f"{url}/", review)
-        person = requests.Session()
-        person.post(f"{url}/reviewer", data={"reviewer": "ada"})
+        person, csrf = named_session(url, "ada")
         for detectid in asked:
             answer = person.post(
                 f"{url}/vote",
-                data={"detectid": detectid, "label": KEYS[truth[detectid]]},
+                data={"detectid": detectid, "label": KEYS[truth[detectid]], "csrf": csrf},
                 allow_redirects=False,
             )
             assert answer.status_code == 303

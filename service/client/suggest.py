@@ -82,7 +82,7 @@ def rank(catalogue: Catalogue, thresholds: Thresholds, seed: int = 0) -> Ranking
     for c in np.unique(cluster):
         members = np.flatnonzero(cluster == c)
         members = members[np.lexsort((catalogue.detectid[members], -priority[members]))]
-        weight = np.sqrt(len(members)) * (0.5 + unsure[members].mean())
+        weight = len(members) * (0.5 + unsure[members].mean())
         queues[int(c)] = (members, weight)
     # stride scheduling: the cluster that has had the fewest labels for its weight goes next
     heap = [(1.0 / weight, c) for c, (_, weight) in queues.items()]
