@@ -5,9 +5,12 @@ near the threshold, the ambiguous band) and wholesale, on a kind of cutout it ne
 may score confidently. Labels spent only near the boundary never find the second kind, and 500
 labels chosen by uncertainty alone can all go to one artifact. So the night's UMAP map is cut into
 clusters (k-means on the places the server returned) and labels are dealt to the clusters in turn,
-each cluster's share growing with the square root of its size and with how uncertain the model is
-there; within a cluster the most uncertain and most novel detections come first. Every cluster,
-confident or not, gets a few labels early, so a cluster the model gets wholly wrong shows itself.
+each cluster's share in proportion to its size and growing with how uncertain the model is
+there. Within a cluster, picks alternate between the most uncertain (and novel) detection left
+and a random one: the first find the boundary, the second keep the labels a fair sample of the
+cluster, which ``training adapt`` needs to calibrate its threshold for the whole night and to
+learn the night's own mix. Every cluster, confident or not, gets labels early, so a cluster the
+model gets wholly wrong shows itself.
 
 The review queue serves detections in this same order (:func:`rank`).
 """
@@ -78,12 +81,15 @@ def rank(catalogue: Catalogue, thresholds: Thresholds, seed: int = 0) -> Ranking
     )
     cluster = clusters(catalogue.umap, seed)
     priority = unsure + NOVELTY_WEIGHT * novelty
+    rng = np.random.default_rng(seed)
     queues = {}
     for c in np.unique(cluster):
         members = np.flatnonzero(cluster == c)
-        members = members[np.lexsort((catalogue.detectid[members], -priority[members]))]
-        weight = len(members) * (0.5 + unsure[members].mean())
-        queues[int(c)] = (members, weight)
+        surest = members[np.lexsort((catalogue.detectid[members], -priority[members]))]
+        queues[int(c)] = (
+            interleave(surest, rng.permutation(members)),
+            len(members) * (0.5 + unsure[members].mean()),
+        )
     # stride scheduling: the cluster that has had the fewest labels for its weight goes next
     heap = [(1.0 / weight, c) for c, (_, weight) in queues.items()]
     heapq.heapify(heap)
@@ -110,6 +116,13 @@ def rank(catalogue: Catalogue, thresholds: Thresholds, seed: int = 0) -> Ranking
         for i in range(len(catalogue))
     ]
     return Ranking(order, cluster, unsure, reasons)
+
+
+def interleave(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The same items, taken alternately from each order, each item at its first appearance."""
+    both = np.column_stack([first, second]).reshape(-1)
+    _, at = np.unique(both, return_index=True)
+    return both[np.sort(at)]
 
 
 SUGGEST_COLUMNS = (

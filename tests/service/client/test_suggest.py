@@ -9,7 +9,7 @@ import pytest
 from service.cli import main
 from service.client.review.app import Review
 from service.client.review.night import read_catalogue
-from service.client.suggest import SUGGEST_COLUMNS, Thresholds, rank, uncertainty
+from service.client.suggest import SUGGEST_COLUMNS, Thresholds, interleave, rank, uncertainty
 from tests.service.client.conftest import MODELS
 
 THRESHOLDS = Thresholds(0.3, 0.7, 0.5)
@@ -57,9 +57,15 @@ def test_every_cluster_gets_labels_early_and_the_unsure_one_gets_most(night_jour
     assert set(blob[:30].tolist()) == {0, 1, 2}  # the confident blobs are not starved
     first_hundred = np.bincount(blob[:100], minlength=3)
     assert first_hundred[2] > first_hundred[0] and first_hundred[2] > first_hundred[1]
-    for cluster in np.unique(ranking.cluster):  # most uncertain first within a cluster
+    for cluster in np.unique(ranking.cluster):  # the most uncertain first, then alternating
         inside = order[ranking.cluster[order] == cluster]
-        assert np.all(np.diff(ranking.uncertainty[inside]) <= 1e-12)
+        most_uncertain = inside[np.argsort(-ranking.uncertainty[inside], kind="stable")]
+        assert inside[0] == most_uncertain[0]
+        assert set(most_uncertain[:10]) <= set(inside[:20])  # every other pick is one of them
+
+
+def test_interleave_alternates_and_keeps_each_item_once():
+    assert interleave(np.array([1, 2, 3, 4]), np.array([3, 1, 4, 2])).tolist() == [1, 3, 2, 4]
 
 
 def test_uncertainty_alone_would_starve_the_confident_blobs(night_journal):
