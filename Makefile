@@ -43,16 +43,15 @@ experiments: install
 	$(MAKE) adapt-curves
 	$(BIN)/python -m training report --model models/$(MODEL_VERSION)
 
-# Learning from a night's labels (models/<version>/ADAPT.md): C and D side by side, one core each
-# (about 40 min).
+# Learning from a night's labels (models/<version>/ADAPT.md): C and D side by side, one core each,
+# then how adapt's settings were chosen (on B, for a parent trained on A alone): about 80 min.
 adapt-curves: install
 	$(BIN)/python -m training experiment adapt --model models/$(MODEL_VERSION) --simulator C \
 		--workdir $(BUILD)/curves --out models/$(MODEL_VERSION) & c=$$!; \
 	$(BIN)/python -m training experiment adapt --model models/$(MODEL_VERSION) --simulator D \
 		--workdir $(BUILD)/curves --out models/$(MODEL_VERSION); d=$$?; wait $$c && [ $$d = 0 ]
-	# both cached now: this run only rewrites the report with both simulators
-	$(BIN)/python -m training experiment adapt --model models/$(MODEL_VERSION) --simulator C \
-		--workdir $(BUILD)/curves --out models/$(MODEL_VERSION)
+	$(BIN)/python -m training experiment adapt-choices --workdir $(BUILD)/curves \
+		--out models/$(MODEL_VERSION)
 
 ablation: install
 	$(BIN)/python -m training simulate --out $(BUILD)/ablation.h5 --total 20000 --seed 2020

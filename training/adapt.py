@@ -83,8 +83,8 @@ class AdaptConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
-    replay: int = 8_000  # simulated cutouts of the parent's training simulators, per epoch
-    label_share: float = 0.5  # share of each epoch's draws that are night labels
+    replay: int = 8_000  # fresh cutouts of the parent's simulators; an epoch draws twice this
+    label_share: float = 0.7  # share of each epoch's draws that are night labels
     pseudo_share: float = 0.0  # share that are confidently scored unlabelled night cutouts
     adabn: bool = False  # measured: gains little on the night, forgets much (REPORT)
     folds: int = 3

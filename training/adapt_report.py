@@ -163,7 +163,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
 def write(model_dir: Path) -> Path:
     results = {
         json.loads(path.read_text())["simulator"]: json.loads(path.read_text())
-        for path in sorted(Path(model_dir).glob("adapt-*.json"))
+        for path in sorted(Path(model_dir).glob("adapt-[A-Z].json"))
     }
     plot(results, Path(model_dir) / PLOT)
     lines = [
@@ -215,6 +215,37 @@ def write(model_dir: Path) -> Path:
             *forgetting_lines(result),
             "",
         ]
+    development = Path(model_dir) / "adapt-development.json"
+    if development.is_file():
+        lines += development_lines(json.loads(development.read_text()), model_dir)
     path = Path(model_dir) / REPORT
     path.write_text("\n".join(lines))
     return path
+
+
+def development_lines(results: dict, model_dir: Path) -> list[str]:
+    """How adapt's settings were chosen: on a night of B for a parent trained on A alone."""
+    lines = [
+        "## How the settings were chosen",
+        "",
+        f"Reproduce: `python -m training experiment adapt-choices --workdir build/curves --out "
+        f"{model_dir}`. A parent trained on simulator A alone (24,000 detections, 8 epochs) and "
+        "a night of simulator B: neither C nor D, which the tables above measure, took part in "
+        "any choice. 500 labels in suggest order unless said; one run each (the two seeds of the "
+        "chosen settings show how far one run moves).",
+        "",
+        "| setting | labels | FoM (test night of B) | CNN at its best threshold there "
+        "| threshold chosen | low-S/N bal. acc. | FoM on held-out A (forgetting) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        for p in result["points"].values():
+            if p["labels"] == 0 and name != next(iter(results)):
+                continue
+            lines.append(
+                f"| {name} | {p['labels']} {p['strategy'] if p['labels'] else '(the parent)'} | "
+                f"{fom(p):.4f} | {p['oracle_threshold_fom']:.4f} | "
+                + (f"{p['threshold_choice']['threshold']:.2f}" if "threshold_choice" in p else "-")
+                + f" | {low_snr(p):.4f} | {p['forgetting']['A']['fom']:.4f} |"
+            )
+    return lines

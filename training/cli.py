@@ -106,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     abl.add_argument("--seed", type=int, default=0)
 
     exp = commands.add_parser("experiment", help="cross-simulator matrix or leave-one-family-out")
-    exp.add_argument("kind", choices=("cross", "lofo", "unseen", "adapt"))
+    exp.add_argument("kind", choices=("cross", "lofo", "unseen", "adapt", "adapt-choices"))
     exp.add_argument("--out", type=Path, required=True, help="folder for <kind>.json and .md")
     exp.add_argument("--workdir", type=Path, default=Path("build/experiments"))
     exp.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
@@ -210,6 +210,9 @@ def run_unseen(model_dir: Path | None, simulator: str, size: int, out: Path) -> 
 
 def run_experiment(args: argparse.Namespace) -> Path:
     sizes = Sizes(train=args.train_size, test=args.test_size, epochs=args.epochs)
+    if args.kind == "adapt-choices":
+        learning_curve.development(args.workdir, args.out)
+        return adapt_report.write(args.out)
     if args.kind == "adapt":
         if args.model is None:
             raise SystemExit("error: experiment adapt needs --model")

@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import h5py
@@ -30,11 +30,12 @@ from service.client.suggest import Thresholds, rank
 from service.flags import NOVEL
 from training import metrics
 from training.adapt import AdaptConfig, AdaptRefusedError, adapt
+from training.build import SimulatedSpec
 from training.dataset import FIBER_TABLE, LABEL_TABLE, LabelledCutouts, read_images
 from training.ensemble import UmapConfig
 from training.evaluate import evaluate
-from training.experiments import TEST_SEED, TRAIN_SEED, simulated, summarise
-from training.fit import train_bundle
+from training.experiments import FIRST_DETECTID, TEST_SEED, TRAIN_SEED, simulated, summarise
+from training.fit import train_bundle, write_manifest
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -290,4 +291,52 @@ def run(parent_dir: Path, simulator: str, workdir: Path, out: Path) -> Path:
     }
     path = Path(out) / f"adapt-{simulator}.json"
     path.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return path
+
+
+DEVELOPMENT_NIGHT = "B"
+DEVELOPMENT_VARIANTS: dict[str, AdaptConfig] = {
+    "chosen (the command's settings)": EXPERIMENT_ADAPT,
+    "the same, seed 1": replace(EXPERIMENT_ADAPT, seed=1),
+    "labels 0.5 of each epoch (replay 0.5)": replace(EXPERIMENT_ADAPT, label_share=0.5),
+    "AdaBN to the night": replace(EXPERIMENT_ADAPT, adabn=True),
+    "self-training (labels 0.6, pseudo-labels 0.2)": replace(
+        EXPERIMENT_ADAPT, label_share=0.6, pseudo_share=0.2
+    ),
+    "learning rate 3e-3": replace(EXPERIMENT_ADAPT, learning_rate=3e-3),
+}
+
+
+def development_parent(workdir: Path) -> Path:
+    """A parent trained on simulator A alone (24,000 detections, 8 epochs), so that adapt's
+    settings are chosen on a night of B and never on C or D, which the report measures."""
+    model_dir = Path(workdir) / "dev-parent-A"
+    if not (model_dir / "manifest.json").is_file():
+        spec = SimulatedSpec(24_000, TRAIN_SEED, FIRST_DETECTID["A"], "A")
+        manifest = train_bundle(
+            simulated("A", spec.total, TRAIN_SEED),
+            model_dir,
+            "0.0.1",
+            TrainConfig(epochs=8, threads=1),
+            UmapConfig(sample=3000),
+        )
+        manifest["training"]["simulators"] = [spec.describe()]
+        write_manifest(model_dir, manifest)
+    return model_dir
+
+
+def development(workdir: Path, out: Path) -> Path:
+    """Each candidate setting of adapt at 500 suggest labels (and the chosen one with random
+    labels) on a night of B, for a parent trained on A alone."""
+    parent = development_parent(workdir)
+    results = {}
+    for name, config in DEVELOPMENT_VARIANTS.items():
+        slug = "dev-" + "".join(ch if ch.isalnum() else "-" for ch in name)[:40]
+        strategies = ("suggest", "random") if config is EXPERIMENT_ADAPT else ("suggest",)
+        curve_result = curve(
+            parent, DEVELOPMENT_NIGHT, workdir / slug, (0, 500), strategies, config
+        )
+        results[name] = {"config": asdict(config), "points": curve_result["points"]}
+    path = Path(out) / "adapt-development.json"
+    path.write_text(json.dumps(results, indent=1, default=float) + "\n")
     return path
