@@ -28,7 +28,7 @@ from training.simulators.c import simulate
 from training.train import predict
 
 PARENT = ROOT / "models" / "2.0.0"
-TINY = AdaptConfig(epochs=1, replay=600, calibration=400, map_sample=300, folds=2, threads=2)
+TINY = AdaptConfig(epochs=2, replay=1000, calibration=400, map_sample=300, folds=2, threads=2)
 
 
 @pytest.fixture(scope="module")

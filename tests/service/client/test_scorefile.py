@@ -170,8 +170,9 @@ def test_table_has_every_field_and_reads_back(
 def same_catalogue(out: Path, clean: Path) -> None:
     """Every detectid exactly once, with the clean run's values.
 
-    Floats to 1e-6 only: UMAP and SVM values move in the last float32 digit when a detection
-    is scored in a batch of other neighbours (BLAS blocking); decisions must not move.
+    Floats to 2e-5 only: UMAP and SVM values move in the last float32 digits when a detection
+    is scored in a batch of other neighbours (BLAS blocking of the k-NN distances, which lose
+    digits to cancellation: 6e-6 seen on this machine's CPU); decisions must not move.
     """
     rows, reference = journal_rows(out), {row["detectid"]: row for row in journal_rows(clean)}
     assert sorted(row["detectid"] for row in rows) == sorted(reference)
@@ -179,7 +180,7 @@ def same_catalogue(out: Path, clean: Path) -> None:
         expected = reference[row["detectid"]]
         for name in JOURNAL_COLUMNS:
             if name in FLOATS and row[name]:
-                assert float(row[name]) == pytest.approx(float(expected[name]), rel=1e-6, abs=1e-9)
+                assert float(row[name]) == pytest.approx(float(expected[name]), rel=2e-5, abs=1e-9)
             else:
                 assert row[name] == expected[name], name
 
