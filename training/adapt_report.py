@@ -191,15 +191,16 @@ def write(model_dir: Path) -> Path:
     ]
     for simulator, result in results.items():
         c = result["ceiling"]
-        timing = result["timing"]
+        timed = result["points"].get("suggest-1000", {})
         lines += [
             f"## Simulator {simulator}",
             "",
             f"Ceiling: FoM {fom(c):.4f} (CNN alone {c['dr1']['cnn']['fom']:.4f}, at the test "
             f"night's own best threshold {c['oracle_threshold_fom']:.4f}), low-S/N balanced "
-            f"accuracy {low_snr(c):.4f}. `adapt` with the command's settings (both cores) on "
-            f"the 20,000-detection night with {timing['labels']} labels: "
-            f"{timing['seconds'] / 60:.1f} min ({timing['outcome']}; budget 10 min).",
+            f"accuracy {low_snr(c):.4f}. `adapt` on the 20,000-detection night with 1000 "
+            f"labels took {timed.get('adapt_seconds', float('nan')) / 60:.1f} min (budget 10 "
+            "min) on one thread, while two other runs shared the machine's two cores (the "
+            "command uses both).",
             "",
             *targets(result),
             "",

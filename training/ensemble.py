@@ -7,8 +7,9 @@ out-of-fold decisions, so the FoM that picks the thresholds (and the UMAP input)
 measured on the points an SVM was fitted to. The held-out set stays untouched.
 
 Stage 2 must decide: a band where the SVM does not beat the best constant decision out of fold
-is never chosen, and an SVM whose sign is the same over the whole training map is refused
-(:class:`Stage2Error`), since "svm" would then only mean "keep everything in the band".
+is never chosen (:class:`NoBandBeatsConstantError` when none is left), and an SVM whose sign is
+the same over the whole training map is refused (:class:`ConstantOverMapError`), since "svm"
+would then only mean "keep everything in the band". Both refusals are :class:`Stage2Error`.
 """
 
 import logging
@@ -34,6 +35,15 @@ MIN_BAND_SHARE = 0.05
 
 class Stage2Error(ValueError):
     """The SVM stage would not decide anything: training refuses to package it."""
+
+
+class NoBandBeatsConstantError(Stage2Error):
+    """No band's SVM beats the best constant decision out of fold."""
+
+
+class ConstantOverMapError(Stage2Error):
+    """Some bands' SVMs beat the constant out of fold, but each refit one has one sign over the
+    whole training map."""
 
 
 @dataclass(frozen=True)
@@ -194,11 +204,15 @@ def choose(
         summary = {k: v for k, v in row.items() if k not in ("low", "high")}
         break
     else:
-        raise Stage2Error(
-            f"no band holding >= {min_band_share:.0%} of the {len(score)} calibration cutouts "
-            f"has an SVM that beats the best constant decision out of fold ({len(eligible)} "
-            f"of {len(grid)} bands do) and is not constant over the training map ({constant} "
-            "of those are constant)"
+        bands = f"band holding >= {min_band_share:.0%} of the {len(score)} calibration cutouts"
+        if not eligible:
+            raise NoBandBeatsConstantError(
+                f"no {bands} has an SVM that beats the best constant decision out of fold "
+                f"(0 of {len(grid)} bands do)"
+            )
+        raise ConstantOverMapError(
+            f"every {bands} whose SVM beats the best constant out of fold ({len(eligible)} of "
+            f"{len(grid)}) has an SVM with one sign over the whole training map"
         )
     log.info(
         "SVM %s, thresholds low=%.3f high=%.3f: out-of-fold calibration FoM %.4f",

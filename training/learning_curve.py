@@ -196,7 +196,7 @@ def curve(
     )
     for strategy in strategies:
         order = strategy_order(strategy, catalogue, thresholds, config.seed)
-        for n in counts:
+        for n in counts if strategy == "suggest" else tuple(c for c in counts if c <= 1000):
             key = f"{strategy}-{n}"
             if n == 0:
                 results["points"][key] = {"strategy": strategy, "labels": 0, **parent}
@@ -251,30 +251,8 @@ def write_dataset_images(path: Path, data: LabelledCutouts) -> Path:
     return path
 
 
-def timed_adapt(parent_dir: Path, simulator: str, workdir: Path, labels: int = 1000) -> dict:
-    """Wall time of the command's own configuration (both cores) for a 20,000-detection night
-    and ``labels`` labels in ``suggest`` order: the budget is 10 minutes."""
-    workdir = Path(workdir) / f"curve-{simulator}"
-    night = simulated(simulator, NIGHT_SIZE, NIGHT_SEED, offset=NIGHT_OFFSET)
-    night_file = write_dataset_images(workdir / "night.h5", night)
-    catalogue, thresholds = night_catalogue(Path(parent_dir), night)
-    order = strategy_order("suggest", catalogue, thresholds, AdaptConfig.seed)
-    label_file = write_labels(workdir / "timed.labels.h5", night.subset(np.sort(order[:labels])))
-    model_dir = workdir / "timed"
-    shutil.rmtree(model_dir, ignore_errors=True)
-    started = time.perf_counter()
-    try:
-        adapt(Path(parent_dir), read_images(night_file), [label_file], model_dir, "0.0.0-timed")
-        outcome = "written"
-    except AdaptRefusedError:
-        outcome = "refused"
-    seconds = time.perf_counter() - started
-    shutil.rmtree(model_dir, ignore_errors=True)
-    return {"detections": NIGHT_SIZE, "labels": labels, "seconds": seconds, "outcome": outcome}
-
-
 def run(parent_dir: Path, simulator: str, workdir: Path, out: Path) -> Path:
-    """Ceiling, curves and timing for one simulator, cached under ``workdir``; JSON to ``out``."""
+    """Ceiling and curves for one simulator, cached under ``workdir``; JSON to ``out``."""
     manifest = json.loads((Path(parent_dir) / "manifest.json").read_text())
     if simulator in {entry["simulator"] for entry in manifest["training"]["simulators"]}:
         raise ValueError(f"{parent_dir} was trained on simulator {simulator}: it is not unseen")
@@ -284,10 +262,6 @@ def run(parent_dir: Path, simulator: str, workdir: Path, out: Path) -> Path:
             workdir / f"ceiling-{simulator}.json", lambda: ceiling(simulator, workdir)
         ),
         **curve(Path(parent_dir), simulator, workdir),
-        "timing": cached(
-            workdir / f"curve-{simulator}" / "timed.json",
-            lambda: timed_adapt(Path(parent_dir), simulator, workdir),
-        ),
     }
     path = Path(out) / f"adapt-{simulator}.json"
     path.write_text(json.dumps(result, indent=1, default=float) + "\n")

@@ -86,3 +86,51 @@ def test_the_drain_closes_idle_connections_and_answers_close(tmp_path):
         assert live.process.wait(timeout=30) == 0
     assert closed_after < 2.5  # within the drain, not at its end (3 s)
     assert during.status_code == 503 and during.headers["Connection"] == "close"
+
+
+def test_a_request_that_finds_another_in_progress_closes_its_connection(server):
+    """Two kept-alive connections on one worker: the one whose request arrives while the
+    other's batch is being scored is answered, then closed (it reconnects to an idle worker);
+    the one that was alone stays open."""
+    first = connect(server.url)
+    worker = ask(first, "GET", "/readyz").getheader("X-Linescore-Worker")
+    second, elsewhere = None, []
+    for _ in range(40):  # the kernel offers each new connection to either idle worker
+        candidate = connect(server.url)
+        alone = ask(candidate, "GET", "/readyz")
+        if alone.getheader("X-Linescore-Worker") == worker:
+            second = candidate
+            break
+        elsewhere.append(candidate)
+    for connection in elsewhere:
+        connection.close()
+    assert second is not None, f"no new connection reached worker {worker} in 40 tries"
+    assert alone.getheader("Connection") == "keep-alive"  # nothing else in progress: kept
+    server_side = second.sock.dup()  # http.client drops its socket on "close"; this one stays
+    batch: dict = {}
+
+    def post_batch() -> None:
+        answer = ask(first, "POST", "/v1/score/batch", npy_batch(4096))
+        batch.update(
+            worker=answer.getheader("X-Linescore-Worker"),
+            connection=answer.getheader("Connection"),
+            done=time.monotonic(),
+        )
+
+    poster = threading.Thread(target=post_batch)
+    poster.start()
+    time.sleep(0.1)  # the batch (about half a second of scoring) is in progress
+    contended = ask(second, "GET", "/readyz")
+    answered = time.monotonic()
+    poster.join(timeout=60)
+    assert batch and answered < batch["done"]  # answered while the batch was still scored
+    assert contended.status == 200
+    assert contended.getheader("X-Linescore-Worker") == batch["worker"] == worker
+    assert contended.getheader("Connection") == "close"
+    server_side.settimeout(5)
+    assert server_side.recv(1) == b""  # and the server did close it
+    assert batch["connection"] == "keep-alive"  # the request that was alone keeps its own
+    assert ask(first, "GET", "/readyz").getheader("Connection") == "keep-alive"
+    server_side.close()
+    second.close()
+    first.close()

@@ -34,12 +34,45 @@ def test_render_is_a_png_of_the_documented_size(client, tiny_data):
     assert pixels(reply).shape == (render.HEIGHT, render.WIDTH, 4)
 
 
+def panel(image: np.ndarray, box: tuple[int, int, int, int], inset: int = 3) -> np.ndarray:
+    """The pixels inside a panel's box (render's fixed places), less ``inset`` at each edge."""
+    left, bottom, width, height = box
+    top = render.HEIGHT - bottom - height
+    return image[top + inset : top + height - inset, left + inset : left + width - inset]
+
+
+def first_title_line(image: np.ndarray) -> tuple[int, int]:
+    """Left and right ink columns of the cutout panel title's first line (the detectid): the
+    first run of rows with dark pixels above the cutout panel, left of the map."""
+    left, bottom, width, height = render.CUTOUT_BOX
+    above = image[: render.HEIGHT - bottom - height, : left + width + 40, :3].min(axis=2) < 0.5
+    inked = above.any(axis=1)
+    assert inked.any(), "no text above the cutout panel"
+    start = int(np.argmax(inked))
+    end = start + int(np.argmin(inked[start:]))  # the first blank row after it
+    columns = np.flatnonzero(above[start:end].any(axis=0))
+    return int(columns[0]), int(columns[-1])
+
+
 @pytest.mark.parametrize("detectid", ["$\\frac{$", "$x$", "50%_{a}^b", "\\\\"])
 def test_ids_with_tex_characters_render_as_text(client, tiny_data, detectid):
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
     reply = client.post(
         "/v1/render", json={"detectid": detectid, "cutout": cutout_of(tiny_data, 5)}
     )
     assert reply.status_code == 200 and reply.data.startswith(PNG_MAGIC)
+    image = pixels(reply)
+    assert image.shape == (render.HEIGHT, render.WIDTH, 4)
+    # The title's first line is drawn, as wide as its characters laid out as plain text (TeX
+    # would draw "$x$" as an italic x, a "$" narrower on each side).
+    left, right = first_title_line(image)
+    width, _, _ = TextToPath().get_text_width_height_descent(
+        f"detectid {detectid}", FontProperties(size=11), ismath=False
+    )
+    assert left < render.CUTOUT_BOX[0] + 10
+    assert right - left + 1 == pytest.approx(width * render.DPI / 72, abs=6)
 
 
 def test_100_column_products_and_wave_are_accepted(client, tiny_data):
@@ -90,12 +123,24 @@ def test_novelty_phrase(novelty, flags, phrase):
 
 
 def test_real_and_fake_cutouts_render_differently(client, tiny_data):
-    real, fake = (
-        pixels(client.post("/v1/render", json={"detectid": 1, "cutout": cutout_of(tiny_data, c)}))
-        for c in (5, -2)
-    )
-    assert real.shape == fake.shape
-    assert np.abs(real - fake).max() > 0.1
+    def drawn(detectid: int, vis_class: int) -> np.ndarray:
+        body = {"detectid": detectid, "cutout": cutout_of(tiny_data, vis_class)}
+        return pixels(client.post("/v1/render", json=body))
+
+    real, real_again = drawn(1, 5), drawn(2, 5)
+    assert real.shape == (render.HEIGHT, render.WIDTH, 4)
+    # The cutout panel shows the cutout alone: the same cutout under another id (a title that
+    # differs) draws the same panel ...
+    assert np.abs(real - real_again).max() > 0.1
+    shown = panel(real, render.CUTOUT_BOX)
+    np.testing.assert_array_equal(shown, panel(real_again, render.CUTOUT_BOX))
+    # ... and another cutout's panel differs over most of its pixels, not in the title alone:
+    # a fake with nothing masked (its values) and a bad amplifier (its masked pixels too).
+    for fake_class in (0, -2):
+        fake = drawn(1, fake_class)
+        assert fake.shape == real.shape
+        apart = np.abs(shown - panel(fake, render.CUTOUT_BOX)).max(axis=2)
+        assert (apart > 0.1).mean() > 0.5, fake_class
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,6 @@ def result(suggest: dict[int, float], random_1000: float) -> dict:
         "simulator": "C",
         "ceiling": ceiling,
         "points": points,
-        "timing": {"labels": 1000, "seconds": 300.0, "outcome": "written"},
     }
 
 

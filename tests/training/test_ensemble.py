@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from training.ensemble import Stage2Error, choose, is_constant, make_svm
+from training.ensemble import (
+    ConstantOverMapError,
+    NoBandBeatsConstantError,
+    Stage2Error,
+    choose,
+    is_constant,
+    make_svm,
+)
 
 
 def two_clusters(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,8 +36,10 @@ def test_choose_fits_an_svm_that_decides_where_the_map_separates_the_truth(rng):
 def test_choose_refuses_when_the_map_says_nothing_about_the_truth(rng):
     score, coords, truth = two_clusters(rng, 800)
     shuffled = rng.permutation(coords)  # the map no longer knows the truth
-    with pytest.raises(Stage2Error, match="beats the best constant decision"):
+    with pytest.raises(NoBandBeatsConstantError, match="beats the best constant decision") as e:
         choose(score, shuffled, truth, seed=0, map_coords=shuffled)
+    assert not isinstance(e.value, ConstantOverMapError)
+    assert isinstance(e.value, Stage2Error)  # what training/fit.py and the CLI catch
 
 
 def test_choose_refuses_an_svm_that_is_constant_over_the_map(rng):
@@ -41,8 +50,10 @@ def test_choose_refuses_an_svm_that_is_constant_over_the_map(rng):
     coords[truth] += [4.0, 0.0]  # the few real ones sit apart, off the training map
     score = np.full(n, 0.5)
     far_map = rng.normal(size=(500, 2)) - [3.0, 0.0]
-    with pytest.raises(Stage2Error, match="constant over the training map"):
+    with pytest.raises(ConstantOverMapError, match="one sign over the whole training map") as e:
         choose(score, coords, truth, seed=0, map_coords=far_map)
+    assert not isinstance(e.value, NoBandBeatsConstantError)
+    assert isinstance(e.value, Stage2Error)
 
 
 def test_is_constant_sees_both_sides(rng):

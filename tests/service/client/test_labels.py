@@ -1,5 +1,6 @@
 """Consensus, agreement and export: the Labels file trains a tiny model."""
 
+import json
 import sqlite3
 
 import h5py
@@ -46,7 +47,13 @@ def test_agreement_uses_the_library_statistics(night_journal, night_file, tmp_pa
     )
     assert (pair.both, pair.graded) == (8, 6) and pair.kappa == pytest.approx(expected)
     assert (pair.artifact_cases, pair.artifact_agreement) == (2, 0.5)
-    assert measured.alpha is not None and 0.5 < measured.alpha <= 1
+    # Krippendorff's ordinal alpha, by hand. Artifact votes (-2, -1) are missing, so the units
+    # are the six graded pairs (5,5) (4,3) (0,0) (1,2) (3,3) (2,2): value totals n_0..n_5 =
+    # 2, 1, 3, 3, 1, 2 (n = 12). Ordinal distance d(c, k) = (n_c + ... + n_k - (n_c + n_k) / 2)^2;
+    # only (4,3) and (1,2) disagree, each d = ((1 + 3) / 2)^2 = 4, counted both ways: the
+    # observed sum is 16. Summed over all value pairs, n_c n_k d(c, k) = 3312, so
+    # alpha = 1 - (n - 1) * 16 / 3312 = 1 - 176 / 3312 = 196 / 207.
+    assert measured.alpha == pytest.approx(196 / 207, rel=1e-12)
     assert measured.by_class.sum() == 16
     per_class = {cls: (n, acc) for cls, n, acc, _ in measured.per_class}
     assert per_class[5][0] == 1 and per_class[-1][0] == 0  # -1 vs -2 is a tie: left out
@@ -58,7 +65,8 @@ def test_agreement_uses_the_library_statistics(night_journal, night_file, tmp_pa
 
 
 def test_export_writes_labels_that_training_reads_and_trains_on(tiny_file, tmp_path):
-    """Votes on the tiny labelled file (true classes, a few ties) retrain a tiny model."""
+    """Votes on the tiny labelled file (true classes, five ties) retrain a tiny model, on the
+    exported labels: its images file has no Labels table of its own."""
     with h5py.File(tiny_file) as handle:
         truth = handle["Labels"][...]
     db = tmp_path / "r.sqlite"
@@ -69,8 +77,13 @@ def test_export_writes_labels_that_training_reads_and_trains_on(tiny_file, tmp_p
         truth["detectid"].tolist(), truth["vis_class"].tolist(), strict=True
     ):
         store.vote(detectid, "ann", vis_class)
-    for detectid in truth["detectid"][:5].tolist():
-        store.vote(detectid, "bob", 5 if truth["vis_class"][0] != 5 else 0)
+    tied = truth["detectid"][:5]
+    for detectid, vis_class in zip(tied.tolist(), truth["vis_class"][:5].tolist(), strict=True):
+        store.vote(detectid, "bob", 5 if vis_class != 5 else 0)  # against ann on each: a tie
+    for detectid, vis_class in zip(
+        truth["detectid"][5:8].tolist(), truth["vis_class"][5:8].tolist(), strict=True
+    ):
+        store.vote(detectid, "bob", vis_class)  # with ann: two votes
     out = tmp_path / "labels.h5"
     assert main(["labels", "export", "--db", str(db), "--out", str(out)]) == 0
     with h5py.File(out) as handle:
@@ -79,16 +92,25 @@ def test_export_writes_labels_that_training_reads_and_trains_on(tiny_file, tmp_p
         assert table.attrs["classes"].tolist() == list(range(-2, 6))
         assert handle.attrs["reviewers"] == "ann,bob"
         assert handle.attrs["vote_model_versions"] == "0.0.1"  # what the votes were cast against
-        assert table["n_votes"].max() == 2
-    labelled = read_labelled(tiny_file, out)
-    assert len(labelled) >= len(truth) - 5
-    np.testing.assert_array_equal(
-        labelled.vis_class, truth["vis_class"][np.isin(truth["detectid"], labelled.detectid)]
-    )
+        assert int((table["n_votes"] == 2).sum()) == 3
+        exported = table[...]
+    kept = ~np.isin(truth["detectid"], tied)
+    assert sorted(exported["detectid"].tolist()) == sorted(truth["detectid"][kept].tolist())
+    images_only = tmp_path / "images.h5"  # the same cutouts, no Labels table
+    with h5py.File(tiny_file) as source, h5py.File(images_only, "w") as target:
+        source.copy("FiberImages", target)
+    labelled = read_labelled(images_only, out)
+    assert len(labelled) == len(truth) - 5
+    np.testing.assert_array_equal(labelled.vis_class, truth["vis_class"][kept])
     model = tmp_path / "model"
-    arguments = ["train", "--data", str(tiny_file), "--labels", str(out), "--out", str(model)]
+    arguments = ["train", "--data", str(images_only), "--labels", str(out), "--out", str(model)]
     assert training_cli([*arguments, "--version", "0.0.9", "--epochs", "1"]) == 0
-    assert (model / "manifest.json").is_file()
+    trained_on = json.loads((model / "manifest.json").read_text())["training"]["data"]
+    classes, counts = np.unique(exported["vis_class"], return_counts=True)
+    assert trained_on["detections"] == len(exported) == len(truth) - 5
+    assert trained_on["class_counts"] == {
+        str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)
+    }
 
 
 def test_export_refuses_a_database_without_consensus(tmp_path):
