@@ -179,8 +179,9 @@ def write(model_dir: Path) -> Path:
         "",
         "Each simulator plays a night the model never saw: a 20,000-detection night (seed 33) is "
         "scored through the serving path, labels are drawn from its truth in each strategy's "
-        "order, `adapt` (the command's code path, gate included, one thread per run) makes a "
-        "model, and every number is measured on a fresh 20,000-detection test night of the same "
+        "order (suggest up to 2000, random and uncertainty alone up to 1000), `adapt` (the "
+        "command's code path, gate included, one thread per run) makes a model, and every "
+        "number is measured on a fresh 20,000-detection test night of the same "
         "simulator (seed 32, the set `experiment unseen` scores). The ceiling is a model trained "
         "from scratch on 50,000 of the simulator's own labels (8 epochs). Forgetting: FoM on "
         "6,000 held-out detections of each simulator the parent was trained on. A refused "

@@ -170,7 +170,8 @@ def curve(
     config: AdaptConfig = EXPERIMENT_ADAPT,
 ) -> dict:
     """FoM and low-S/N balanced accuracy on a fresh test night against the number of labels,
-    per strategy; every point cached as JSON under ``workdir`` (a rerun resumes)."""
+    per strategy (the baselines up to 1000 labels); every point cached as JSON under
+    ``workdir`` (a rerun resumes)."""
     workdir = Path(workdir) / f"curve-{simulator}"
     workdir.mkdir(parents=True, exist_ok=True)
     night = simulated(simulator, NIGHT_SIZE, NIGHT_SEED, offset=NIGHT_OFFSET)
