@@ -46,7 +46,7 @@ from torch import nn
 from service.bundle import ModelBundle
 from service.domain import VISUAL_CLASSES
 from service.errors import ArtifactError
-from service.manifest import sha256_of
+from service.manifest import VERSION_NAME, sha256_of
 from service.novelty import Novelty
 from service.pipeline import Scorer
 from service.preprocess import Normalization, prepare
@@ -551,6 +551,11 @@ def adapt(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise DatasetError(f"{out_dir}: --out exists; adapt writes a new model directory")
+    if not VERSION_NAME.match(version) or out_dir.name != version:
+        raise DatasetError(
+            f"{out_dir}: --out must be a folder named after --version, a dotted number such as "
+            f"2.0.1 (got {version!r}): the server and the review find models by that name"
+        )
     bundle = verified_parent(parent_dir)
     parent_manifest = bundle.manifest
     labels = night_labels(night, label_paths)

@@ -206,8 +206,8 @@ def curve(
             def run(n=n, order=order, key=key) -> dict:
                 chosen = night.subset(np.sort(order[:n]))
                 labels = write_labels(workdir / f"{key}.labels.h5", chosen)
-                model_dir = workdir / key
-                shutil.rmtree(model_dir, ignore_errors=True)
+                model_dir = workdir / key / "0.0.0"  # a model folder is named by its version
+                shutil.rmtree(model_dir.parent, ignore_errors=True)
                 started = time.perf_counter()
                 try:
                     manifest = adapt(
@@ -215,14 +215,14 @@ def curve(
                         read_images(night_file),
                         [labels],
                         model_dir,
-                        f"0.0.0-{key}",
+                        "0.0.0",
                         config,
                     )
                 except AdaptRefusedError as refusal:  # the night keeps the parent
                     return {**parent, "refused": str(refusal)}
                 seconds = time.perf_counter() - started
                 result = point(evaluate(model_dir, test), forgetting, model_dir)
-                shutil.rmtree(model_dir)
+                shutil.rmtree(model_dir.parent)
                 return {
                     **result,
                     "adapt_seconds": seconds,

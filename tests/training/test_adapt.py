@@ -142,8 +142,8 @@ def test_adapt_refuses_a_model_that_does_not_beat_its_parent(night, tmp_path):
     labels = labels_file(tmp_path / "labels.h5", ids, classes)
     diverging = replace(TINY, learning_rate=50.0)  # a training that wrecks the CNN
     with pytest.raises(AdaptRefusedError, match=r"FoM \d\.\d{4} against the parent's \d\.\d{4}"):
-        adapt(PARENT, read_images(night), [labels], tmp_path / "out", "2.0.1", diverging)
-    assert not (tmp_path / "out").exists()
+        adapt(PARENT, read_images(night), [labels], tmp_path / "2.0.1", "2.0.1", diverging)
+    assert not (tmp_path / "2.0.1").exists()
 
 
 def cli_error(capsys, *argv: str) -> str:
@@ -157,7 +157,7 @@ def cli_error(capsys, *argv: str) -> str:
 def test_bad_inputs_get_one_line_naming_the_file_and_field(night, tmp_path, capsys):
     ids, classes = truth_of(night)
     base = ["--model", str(PARENT), "--data", str(night), "--version", "2.0.1"]
-    out = ["--out", str(tmp_path / "new")]
+    out = ["--out", str(tmp_path / "new" / "2.0.1")]
 
     stranger = labels_file(tmp_path / "stranger.h5", [*ids[:40], 99], [*classes[:40], 5])
     message = cli_error(capsys, *base, *out, "--labels", str(stranger))
@@ -195,9 +195,11 @@ def test_bad_inputs_get_one_line_naming_the_file_and_field(night, tmp_path, caps
     )
     assert f"{broken}: the parent model fails verification" in message and "svm.joblib" in message
 
-    (tmp_path / "exists").mkdir()
-    message = cli_error(capsys, *base, "--out", str(tmp_path / "exists"), "--labels", str(good))
-    assert f"{tmp_path / 'exists'}: --out exists" in message
+    (tmp_path / "2.0.1").mkdir()
+    message = cli_error(capsys, *base, "--out", str(tmp_path / "2.0.1"), "--labels", str(good))
+    assert f"{tmp_path / '2.0.1'}: --out exists" in message
+    message = cli_error(capsys, *base, "--out", str(tmp_path / "2.0.2"), "--labels", str(good))
+    assert "--out must be a folder named after --version" in message
 
 
 def test_the_night_threshold_is_the_best_expected_for_the_whole_night():
