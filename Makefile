@@ -2,21 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# One stamp per set of extras: `make run` installs what serving needs, the rest everything.
+SERVE_STAMP := $(VENV)/.installed-serve-stamp
+FULL_STAMP := $(VENV)/.installed-train-test-client-stamp
+PIP_INSTALL = $(BIN)/pip install --quiet --quiet --disable-pip-version-check -c requirements.lock
 MODEL_VERSION ?= 2.0.0
 BUILD ?= build
 
-.PHONY: install run test lint models experiments adapt-curves ablation bench soak gallery clean
+.PHONY: install install-serve run test lint models experiments adapt-curves ablation bench soak gallery clean
 
-$(STAMP): pyproject.toml requirements.lock
+# Serving: the package and its own dependencies only (no torch, Selenium, astropy...).
+$(SERVE_STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test,client]'
+	$(PIP_INSTALL) -e .
 	touch $@
 
-install: $(STAMP)
+# Everything: training, tests and the client tools (a superset of serving's).
+$(FULL_STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "linescore needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e '.[train,test,client]'
+	touch $(SERVE_STAMP) $@
 
-run: install
+install-serve: $(SERVE_STAMP)
+
+install: $(FULL_STAMP)
+
+run: install-serve
 	$(BIN)/linescore serve --host 127.0.0.1 --port 8080
 
 lint: install
