@@ -165,7 +165,8 @@ def write(model_dir: Path) -> Path:
         json.loads(path.read_text())["simulator"]: json.loads(path.read_text())
         for path in sorted(Path(model_dir).glob("adapt-[A-Z].json"))
     }
-    plot(results, Path(model_dir) / PLOT)
+    if results:
+        plot(results, Path(model_dir) / PLOT)
     lines = [
         f"# Learning from a night's labels: `adapt` on model {Path(model_dir).name}",
         "",
@@ -240,10 +241,13 @@ def development_lines(results: dict, model_dir: Path) -> list[str]:
         "| threshold chosen | low-S/N bal. acc. | FoM on held-out A (forgetting) |",
         "|---|---|---|---|---|---|---|",
     ]
+    parent_shown = False
     for name, result in results.items():
         for p in result["points"].values():
-            if p["labels"] == 0 and name != next(iter(results)):
-                continue
+            if p["labels"] == 0:
+                if parent_shown:
+                    continue
+                parent_shown = True
             lines.append(
                 f"| {name} | {p['labels']} {p['strategy'] if p['labels'] else '(the parent)'} | "
                 f"{fom(p):.4f} | {p['oracle_threshold_fom']:.4f} | "
