@@ -143,7 +143,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
         for strategy in STRATEGIES:
             points = [p for p in result["points"].values() if p["strategy"] == strategy]
             ax.plot(
-                [p["labels"] for p in points],
+                [LABEL_COUNTS.index(p["labels"]) for p in points],  # evenly spaced counts
                 [fom(p) for p in points],
                 STYLE[strategy],
                 label=strategy,
@@ -151,8 +151,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
         ax.axhline(
             fom(result["ceiling"]), color="k", linestyle="--", label="ceiling (50,000 own labels)"
         )
-        ax.set_xscale("symlog", linthresh=100)
-        ax.set_xticks(LABEL_COUNTS, [str(n) for n in LABEL_COUNTS])
+        ax.set_xticks(range(len(LABEL_COUNTS)), [str(n) for n in LABEL_COUNTS])
         ax.set_xlabel("labels of the night")
         ax.set_ylabel("FoM on a fresh test night (DR1 mix)")
         ax.set_title(f"simulator {simulator} (never trained on)")
