@@ -350,14 +350,16 @@ def label_folds(
     return folds
 
 
-def out_of_fold_scores(
+def out_of_fold(
     folds: list[Fold], labelled: LabelledCutouts, normalization: Normalization
-) -> np.ndarray:
-    """Each label's CNN score from the fold model that did not train on it."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each label's CNN score and embedding from the fold model that did not train on it."""
     scores = np.empty(len(labelled), dtype=np.float32)
+    embeddings = np.empty((len(labelled), folds[0].cnn.head.in_features), dtype=np.float32)
     for fold in folds:
-        scores[fold.held], _ = predict(fold.cnn, prepare(labelled.im_sum[fold.held], normalization))
-    return scores
+        model_input = prepare(labelled.im_sum[fold.held], normalization)
+        scores[fold.held], embeddings[fold.held] = predict(fold.cnn, model_input)
+    return scores, embeddings
 
 
 def adapted_cnn(
@@ -446,15 +448,17 @@ def band_svm(
 
 
 def simulated_places(
-    cnn: LineCNN, stage_map: StageMap, calibration: LabelledCutouts, normalization
+    stage_map: StageMap, score: np.ndarray, embedding: np.ndarray, truth: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    score, embedding = predict(cnn, prepare(calibration.im_sum, normalization))
-    return stage_map.placer.transform(embedding), score, calibration.is_real
+    """The simulated calibration cutouts as :func:`band_svm` takes them: places in the map,
+    CNN scores and truth."""
+    return stage_map.placer.transform(embedding), score, truth
 
 
 def held_out_svm(
     folds: list[Fold],
     labelled: LabelledCutouts,
+    oof_embedding: np.ndarray,
     replay_sample: np.ndarray,
     calibration: LabelledCutouts,
     normalization,
@@ -468,12 +472,13 @@ def held_out_svm(
         stage_map = fit_map(
             fold.cnn, replay_sample, labelled.im_sum[fold.fit_on], normalization, seed
         )
-        simulated = simulated_places(fold.cnn, stage_map, calibration, normalization)
+        score, embedding = predict(fold.cnn, prepare(calibration.im_sum, normalization))
+        simulated = simulated_places(stage_map, score, embedding, calibration.is_real)
         svm = band_svm(stage_map, labelled.is_real[fold.fit_on], simulated, band, seed)
         if svm is None:
             continue
-        _, embedding = predict(fold.cnn, prepare(labelled.im_sum[fold.held], normalization))
-        decision[fold.held] = svm.decision_function(stage_map.placer.transform(embedding))
+        held = stage_map.placer.transform(oof_embedding[fold.held])
+        decision[fold.held] = svm.decision_function(held)
     return decision
 
 
@@ -567,9 +572,10 @@ def adapt(
     )
     replay, calibration = replay_sets(parent_manifest, config)
     folds = label_folds(parent, labelled, replay, night.im_sum, normalization, config)
-    oof = out_of_fold_scores(folds, labelled, normalization)
+    oof, oof_embedding = out_of_fold(folds, labelled, normalization)
     cnn = adapted_cnn(parent, labelled, replay, night.im_sum, normalization, config)
-    night_score, _ = predict(cnn, prepare(night.im_sum, normalization))
+    night_input = prepare(night.im_sum, normalization)
+    night_score, night_embedding = predict(cnn, night_input)
     choice = night_threshold(oof, labelled.is_real, night_score)
     threshold = choice["threshold"]
     truth = labelled.is_real
@@ -600,7 +606,14 @@ def adapt(
     )
     verdict = judge_stage2(
         held_out_svm(
-            folds, labelled, replay_sample.im_sum, calibration, normalization, band, config.seed
+            folds,
+            labelled,
+            oof_embedding,
+            replay_sample.im_sum,
+            calibration,
+            normalization,
+            band,
+            config.seed,
         ),
         oof,
         truth,
@@ -615,6 +628,7 @@ def adapt(
             cnn,
             bundle,
             night,
+            (night_input, night_embedding),
             labels,
             calibration,
             replay_sample,
@@ -676,6 +690,7 @@ def package(
     cnn: LineCNN,
     bundle: ModelBundle,
     night: Images,
+    night_seen: tuple[np.ndarray, np.ndarray],
     labels: NightLabels,
     calibration: LabelledCutouts,
     replay_sample: LabelledCutouts,
@@ -684,7 +699,8 @@ def package(
     threshold: float,
     config: AdaptConfig,
 ) -> dict:
-    """Export the CNN and refit the stages that live in its embedding; the manifest (unwritten)."""
+    """Export the CNN and refit the stages that live in its embedding; the manifest (unwritten).
+    ``night_seen``: the whole night's model input and its embedding by ``cnn``."""
     parent_manifest = bundle.manifest
     labelled = labels.labelled
     normalization = bundle.normalization
@@ -699,7 +715,11 @@ def package(
     map_coords = reducer.embedding_
     map_classes = np.concatenate([replay_sample.vis_class, labelled.vis_class])
     agreement = max_disagreement(cnn, cnn_path, map_input[:1024])
-    simulated = simulated_places(cnn, stage_map, calibration, normalization)
+    calibration_input = prepare(calibration.im_sum, normalization)
+    calibration_score, calibration_embedding = predict(cnn, calibration_input)
+    simulated = simulated_places(
+        stage_map, calibration_score, calibration_embedding, calibration.is_real
+    )
     svm = band_svm(stage_map, labelled.is_real, simulated, band, config.seed)
     used = verdict.used and svm is not None
     why = verdict.why
@@ -707,15 +727,13 @@ def package(
         used, why = False, f"{why}; but the refit SVM has one sign over the whole map"
     if svm is None:  # kept for the pictures only: the band is decided by the CNN
         svm = make_svm(config.seed).fit(simulated[0][:2000], simulated[2][:2000])
-    calibration_input = prepare(calibration.im_sum, normalization)
-    _, calibration_embedding = predict(cnn, calibration_input)
 
     unlabelled = np.setdiff1d(np.arange(len(night.detectid)), night.rows_of(labelled.detectid, ""))
     night_sample = np.sort(rng.choice(unlabelled, min(len(unlabelled), 4000), replace=False))
     calibration_parts = [(calibration_input, calibration_embedding)]
     if len(night_sample):  # every detection labelled: the replay alone calibrates
-        night_input = prepare(night.im_sum[night_sample], normalization)
-        calibration_parts.append((night_input, predict(cnn, night_input)[1]))
+        night_input, night_embedding = night_seen
+        calibration_parts.append((night_input[night_sample], night_embedding[night_sample]))
     novelty = Novelty.fit(
         (map_input, map_embedding),
         tuple(np.concatenate(part) for part in zip(*calibration_parts, strict=True)),

@@ -69,10 +69,8 @@ def ceiling(simulator: str, workdir: Path, size: int = CEILING_SIZE) -> dict:
 def oracle_threshold_fom(evaluation) -> float:
     """The CNN's FoM on the test night at its best threshold there: an upper bound on any
     threshold choice (reported beside the ceiling, never used to choose)."""
-    grid = np.linspace(0.01, 0.99, 99)
-    return float(
-        metrics.threshold_curve(evaluation.scores.cnn_score, evaluation.truth, grid)["fom"].max()
-    )
+    score, truth = evaluation.scores.cnn_score, evaluation.truth
+    return metrics.fom(truth, score >= metrics.best_single_threshold(score, truth))
 
 
 def cached(path: Path, compute) -> dict:

@@ -25,6 +25,7 @@ from sklearn.cluster import KMeans
 
 from service.client.review.model import load_model
 from service.client.review.night import Catalogue, Night, ReviewError, read_catalogue
+from service.client.review.queue import flag_column
 from service.client.review.votes import VoteStore
 from service.flags import NOVEL
 
@@ -74,11 +75,7 @@ def rank(catalogue: Catalogue, thresholds: Thresholds, seed: int = 0) -> Ranking
     unsure = uncertainty(score, thresholds.cnn_alone)
     novelty = np.nan_to_num(catalogue.novelty, nan=0.0)
     band = ((score >= thresholds.low) & (score < thresholds.high)) | (catalogue.stage == "svm")
-    novel = (
-        catalogue.flags[:, catalogue.flag_names.index(NOVEL)]
-        if NOVEL in catalogue.flag_names
-        else np.zeros(len(catalogue), dtype=bool)
-    )
+    novel = flag_column(catalogue, NOVEL)
     cluster = clusters(catalogue.umap, seed)
     priority = unsure + NOVELTY_WEIGHT * novelty
     rng = np.random.default_rng(seed)
