@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve-stamp
 FULL_STAMP := $(VENV)/.installed-train-test-client-stamp
 PIP_INSTALL = $(BIN)/pip install --quiet --quiet --disable-pip-version-check -c requirements.lock
-MODEL_VERSION ?= 2.0.0
+MODEL_VERSION ?= 2.1.0
 BUILD ?= build
 
 .PHONY: install install-serve run test lint models experiments adapt-curves ablation bench soak gallery clean

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.umap_fast import ExactNeighbours
+from service.neighbours import Neighbours
 
 SPACES = ("embedding", "pixels")
 POOL_ROWS, POOL_COLUMNS = 3, 2  # (9, 32) -> (3, 16) blocks: 6 pixels each, noise / sqrt(6)
@@ -50,7 +50,7 @@ def share_below(sorted_reference: np.ndarray, values: np.ndarray) -> np.ndarray:
 class Novelty:
     """Fitted novelty: reference samples per space and the calibration distributions."""
 
-    references_: dict[str, ExactNeighbours]
+    references_: dict[str, Neighbours]
     calibration_: dict[str, np.ndarray]  # per space: sorted mean k-NN distances, calibration set
     combined_: np.ndarray  # sorted larger per-space share of the calibration cutouts
     threshold: float
@@ -108,7 +108,7 @@ class Novelty:
         k = int(arrays["k"])
         spaces = [s for s in SPACES if f"{s}_reference" in arrays]
         return cls(
-            references_={s: ExactNeighbours(arrays[f"{s}_reference"], k) for s in spaces},
+            references_={s: Neighbours(arrays[f"{s}_reference"], k) for s in spaces},
             calibration_={s: np.asarray(arrays[f"{s}_calibration"]) for s in spaces},
             combined_=np.asarray(arrays["combined"]),
             threshold=float(arrays["threshold"]),
@@ -130,7 +130,7 @@ class Novelty:
         The threshold sits two binomial standard errors above the ``1 - false_alarm`` quantile
         of the calibration novelty, so fresh in-distribution data sees at most ``false_alarm``.
         """
-        references = {s: ExactNeighbours(space_features(s, *reference), k) for s in spaces}
+        references = {s: Neighbours(space_features(s, *reference), k) for s in spaces}
         partial = cls(references, {}, np.zeros(1), 1.0)
         raw = partial.unusualness(*calibration)
         partial.calibration_ = {s: np.sort(raw[s]) for s in spaces}

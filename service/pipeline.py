@@ -17,7 +17,7 @@ import numpy as np
 from service.bundle import ModelBundle
 from service.preprocess import prepare
 
-CHUNK = 256  # cutouts per pass: ONNX Runtime's arena and the k-NN matrices stay small
+CHUNK = 256  # cutouts per pass: bounded memory for ONNX Runtime's arena and the k-NN search
 
 
 @dataclass(frozen=True)

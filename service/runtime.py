@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from service.bundle import ModelBundle
@@ -25,13 +26,15 @@ log = logging.getLogger(__name__)
 
 
 def cap_thread_pools(threads: int) -> None:
-    """Cap BLAS/OpenMP (threadpoolctl) and, if loaded, numba, in the calling thread.
+    """Cap BLAS/OpenMP (threadpoolctl), faiss and, if loaded, numba, in the calling thread.
 
     ONNX Runtime is capped in its session. numba is only imported by the reference UMAP path.
     """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
+    # threadpoolctl finds faiss's bundled libgomp too; faiss's own setter does not rely on that.
+    faiss.omp_set_num_threads(threads)
     numba = sys.modules.get("numba")
     if numba is not None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

@@ -3,55 +3,20 @@
 umap-learn places a new point by (1) an approximate nearest-neighbour search among the training
 points, (2) fuzzy membership weights from the neighbour distances, (3) the weighted mean of the
 neighbours' embedded positions, then (4) ~100 epochs of stochastic refinement whose random
-negative samples and pruning depend on the whole batch. Here (1) is an exact search with one
-BLAS matrix product against the packaged training sample, (2) and (3) follow umap-learn's
-formulas vectorised over the batch, and (4) is left out: the refinement is what costs the time,
-and it makes a detection's coordinates depend on the rest of its request. ``bench/umap.py``
-measures what leaving it out changes.
+negative samples and pruning depend on the whole batch. Here (1) is an exact search (faiss's
+flat index, :mod:`service.neighbours`) among the packaged training sample, (2) and (3) follow
+umap-learn's formulas vectorised over the batch, and (4) is left out: the refinement is what
+costs the time, and it makes a detection's coordinates depend on the rest of its request.
+``bench/umap.py`` measures what leaving it out changes.
 """
 
 import numpy as np
 
+from service.neighbours import Neighbours
+
 SMOOTH_K_TOLERANCE = 1e-5  # as in umap-learn
 MIN_K_DIST_SCALE = 1e-3
 NEWTON_STEPS = 50
-ROUNDING = 1e-5  # relative size of float32 cancellation error in |x|^2 + |t|^2 - 2 x.t
-CHUNK = 256  # rows per distance matrix: bounded memory, and faster than 1024 (cache)
-
-
-class ExactNeighbours:
-    """Exact euclidean k nearest neighbours among a fixed sample, one BLAS product per chunk."""
-
-    def __init__(self, features: np.ndarray, k: int) -> None:
-        self.train_ = np.ascontiguousarray(features, dtype=np.float32)
-        self.train_sq_ = np.einsum("ij,ij->i", self.train_, self.train_)
-        self.minus_two_train_t_ = np.ascontiguousarray(-2.0 * self.train_.T)
-        self.k_ = int(k)
-
-    def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and euclidean distances of the k nearest sample points, nearest first,
-        ``CHUNK`` rows at a time (the distance matrix of a whole split would not fit)."""
-        if len(features) <= CHUNK:
-            return self._nearest(features)
-        parts = [self._nearest(features[s : s + CHUNK]) for s in range(0, len(features), CHUNK)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    def _nearest(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = self.k_
-        # |x - t|^2 = |x|^2 + (|t|^2 - 2 x.t): the row constant |x|^2 cannot change which
-        # training points are nearest, so it is added to the k chosen ones only.
-        partial = features @ self.minus_two_train_t_
-        partial += self.train_sq_
-        nearest = np.argpartition(partial, k - 1, axis=1)[:, :k]
-        rows = np.arange(len(features))[:, None]  # plain indexing: take_along_axis costs more
-        near = partial[rows, nearest]
-        order = np.argsort(near, axis=1)
-        indices = nearest[rows, order]
-        squared = near[rows, order]
-        norms = np.einsum("ij,ij->i", features, features)[:, None]
-        squared += norms
-        squared[squared <= ROUNDING * (1.0 + norms)] = 0.0  # float32 cancellation: same point
-        return indices, np.sqrt(squared)
 
 
 class NeighbourTransform:
@@ -59,7 +24,7 @@ class NeighbourTransform:
 
     def __init__(self, features: np.ndarray, embedding: np.ndarray, n_neighbors: int) -> None:
         """``features``: the UMAP inputs of the training sample; ``embedding``: their places."""
-        self.neighbours = ExactNeighbours(features, n_neighbors)
+        self.neighbours = Neighbours(features, n_neighbors)
         self.embedding_ = np.ascontiguousarray(embedding, dtype=np.float32)
         self.n_neighbors_ = int(n_neighbors)
 
@@ -76,13 +41,6 @@ class NeighbourTransform:
     def transform_with_distances(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Places, and each point's distances to its ``n_neighbors`` nearest training points
         (nearest first): novelty reuses them when its reference is this same sample."""
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        if len(features) <= CHUNK:
-            return self._place(features)
-        parts = [self._place(features[s : s + CHUNK]) for s in range(0, len(features), CHUNK)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    def _place(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         indices, distances = self.neighbours(features)
         weights = membership(distances, self.n_neighbors_)
         placed = np.einsum("nk,nkd->nd", weights, self.embedding_[indices])

@@ -46,12 +46,24 @@ def test_heldout_metrics_reproduce_on_a_regenerated_heldout_set(model_dir, manif
     measured = evaluate(model_dir, data, umap_transform=held["umap_transform"]).metrics()
     expected = held["metrics"]
     assert measured["data"]["class_counts"] == expected["data"]["class_counts"]
-    for decision in ("baseline", "cnn_alone", "ensemble"):
+    for decision in ("baseline", "cnn_alone", "cnn_at_0.5", "cnn_band_called_fake", "ensemble"):
         for key in ("completeness", "contamination", "fom", "balanced_accuracy"):
             assert measured[decision][key] == pytest.approx(expected[decision][key], abs=1e-3)
     for got, want in zip(measured["score_bands"], expected["score_bands"], strict=True):
         assert abs(got["count"] - want["count"]) <= 5
     assert measured["novel_share"] == pytest.approx(expected["novel_share"], abs=1e-3)
+
+
+def test_stage2_is_served_as_its_leave_one_simulator_out_gate_decided(model_dir, manifest):
+    gate, thresholds = manifest["stage2"], manifest["thresholds"]
+    trained_on = [entry["simulator"] for entry in manifest["training"]["simulators"]]
+    assert [row["left_out"].split("-")[1] for row in gate["left_out"]] == trained_on
+    assert gate["used"] == all(row["passes"] for row in gate["left_out"])
+    if gate["used"]:
+        assert (thresholds["low"], thresholds["high"]) == tuple(gate["band"])
+    else:  # the band goes to the CNN at its validation threshold: no detection reaches the SVM
+        assert thresholds["low"] == thresholds["high"] == thresholds["cnn_alone"]
+        assert manifest["heldout"]["metrics"]["stage2"]["n"] == 0
 
 
 @pytest.mark.slow

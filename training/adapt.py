@@ -56,7 +56,15 @@ from training.augment import Augmentation
 from training.build import SimulatedSpec
 from training.cnn import LineCNN
 from training.dataset import LABEL_TABLE, DatasetError, Images, LabelledCutouts, read_labels
-from training.ensemble import MIN_AMBIGUOUS, UmapConfig, capped, fit_umap, make_svm
+from training.ensemble import (
+    MIN_AMBIGUOUS,
+    Stage2Verdict,
+    UmapConfig,
+    capped,
+    fit_umap,
+    make_svm,
+    stage2_band,
+)
 from training.evaluate import score_all
 from training.export import export_onnx, max_disagreement
 from training.fit import (
@@ -482,13 +490,6 @@ def held_out_svm(
     return decision
 
 
-@dataclass
-class Stage2Verdict:
-    used: bool
-    why: str
-    numbers: dict
-
-
 def judge_stage2(
     svm_decision: np.ndarray,
     oof_score: np.ndarray,
@@ -596,7 +597,7 @@ def adapt(
             f"{adapted_summary['fom']:.4f} against the parent's {parent_summary['fom']:.4f}; "
             "nothing written"
         )
-    band = parent_band(parent_manifest)
+    band = stage2_band(parent_manifest)
     replay_sample = replay.subset(
         np.sort(
             np.random.default_rng(config.seed).choice(
@@ -676,13 +677,6 @@ def night_threshold(oof_score: np.ndarray, truth: np.ndarray, night_score: np.nd
         "rule": "best FoM expected over the night: the night's CNN scores calibrated on the "
         "labels' out-of-fold scores (Platt scaling)",
     }
-
-
-def parent_band(manifest: dict) -> tuple[float, float]:
-    """The ambiguous band stage 2 is judged on: the parent's, or the 2020 one around 0.5 when the
-    parent's stage 2 was off (both thresholds equal)."""
-    low, high = float(manifest["thresholds"]["low"]), float(manifest["thresholds"]["high"])
-    return (low, high) if low < high else (0.3, 0.7)
 
 
 def package(

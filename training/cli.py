@@ -31,7 +31,6 @@ from training.evaluate import evaluate
 from training.experiments import ARTIFACT_FAMILIES, VARIANTS, Sizes
 from training.fit import train_bundle
 from training.gallery import write_gallery
-from training.report import write_report
 from training.simulators import SIMULATORS
 from training.train import PROTOCOL_CLASSES, TrainConfig
 
@@ -169,19 +168,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def rewrite_report(model_dir: Path) -> Path:
-    """Re-score the primary held-out set (regenerated from the manifest) and rewrite the report,
-    which then also links and summarises the experiments found beside the model."""
+    """Re-score every held-out set (regenerated from the manifest) with this code's metrics,
+    store them in the manifest and rewrite the report, which then also links and summarises
+    the experiments found beside the model. The artifacts are not touched."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    held = manifest["heldout"]
-    if "simulator" not in held:
-        raise DatasetError(
-            f"{model_dir}: evaluated on {held['description']}; rerun `python -m training "
-            "evaluate` with that file to rewrite the report"
+    entries = [manifest["heldout"], *manifest.get("heldout_other", [])]
+    evaluations = []
+    for entry in entries:
+        if "simulator" not in entry:
+            raise DatasetError(
+                f"{model_dir}: evaluated on {entry['description']}; rerun `python -m training "
+                "evaluate` with that file to rewrite the report"
+            )
+        data = LabelledCutouts.from_simulated(
+            SimulatedSpec.from_description(entry["simulator"]).generate(progress=False)
         )
-    data = LabelledCutouts.from_simulated(
-        SimulatedSpec.from_description(held["simulator"]).generate(progress=False)
-    )
-    return write_report(model_dir, manifest, evaluate(model_dir, data, held["umap_transform"]))
+        evaluations.append(evaluate(model_dir, data, entry["umap_transform"]))
+        entry["metrics"] = evaluations[-1].metrics()
+    publish(model_dir, manifest, evaluations[0])
+    return model_dir / "REPORT.md"
 
 
 def run_unseen(model_dir: Path | None, simulator: str, size: int, out: Path) -> Path:

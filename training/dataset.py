@@ -29,7 +29,9 @@ class DatasetError(ValueError):
 
 @dataclass
 class LabelledCutouts:
-    """Labelled detections joined on detectid; ``sn``/``family`` are NaN/"" where unknown."""
+    """Labelled detections joined on detectid; ``sn``/``family`` are NaN/"" where unknown.
+    ``origin`` names the file or simulated set each row came from (``source`` by default):
+    training leaves one origin out to judge stage 2 (:mod:`training.stage2_gate`)."""
 
     source: str
     detectid: np.ndarray
@@ -37,6 +39,11 @@ class LabelledCutouts:
     vis_class: np.ndarray
     sn: np.ndarray
     family: np.ndarray
+    origin: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.origin is None:
+            self.origin = np.full(len(self.detectid), self.source)
 
     @property
     def is_real(self) -> np.ndarray:
@@ -53,6 +60,7 @@ class LabelledCutouts:
             self.vis_class[index],
             self.sn[index],
             self.family[index],
+            self.origin[index],
         )
 
     @classmethod
@@ -62,7 +70,7 @@ class LabelledCutouts:
             " + ".join(p.source for p in parts),
             *(
                 np.concatenate([getattr(p, name) for p in parts])
-                for name in ("detectid", "im_sum", "vis_class", "sn", "family")
+                for name in ("detectid", "im_sum", "vis_class", "sn", "family", "origin")
             ),
         )
         if len(np.unique(joined.detectid)) != len(joined):

@@ -33,6 +33,27 @@ MAX_SVM_POINTS = 3000
 MIN_BAND_SHARE = 0.05
 
 
+@dataclass
+class Stage2Verdict:
+    """Whether stage 2 decides the band in a packaged model, why, and the numbers behind it
+    (written to the manifest's ``stage2`` and served by ``GET /v1/model``)."""
+
+    used: bool
+    why: str
+    numbers: dict
+
+
+def stage2_band(manifest: dict) -> tuple[float, float]:
+    """The band stage 2 was judged on: the served thresholds, or, where stage 2 is off (both
+    thresholds equal), the band the manifest's ``stage2`` records (the 2020 one around 0.5 for a
+    model that records none)."""
+    low, high = float(manifest["thresholds"]["low"]), float(manifest["thresholds"]["high"])
+    if low < high:
+        return low, high
+    band = manifest.get("stage2", {}).get("band", (0.3, 0.7))
+    return float(band[0]), float(band[1])
+
+
 class Stage2Error(ValueError):
     """The SVM stage would not decide anything: training refuses to package it."""
 

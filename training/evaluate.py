@@ -10,36 +10,56 @@ from service.bundle import ModelBundle
 from service.pipeline import Scorer, Scores
 from training import metrics
 from training.dataset import LabelledCutouts
+from training.ensemble import stage2_band
+
+# What the served decision is judged against: the CNN alone at 0.5, at the threshold chosen on
+# validation data (the manifest's ``cnn_alone``: the fair baseline), and with the whole stage-2
+# band called fake (keep score >= the band's high end).
+BASELINES = {
+    "cnn_alone": "CNN alone at its validation threshold",
+    "cnn_at_0.5": "CNN alone at 0.5",
+    "cnn_band_called_fake": "CNN alone, band called fake",
+}
 
 
 @dataclass
 class Evaluation:
     data: LabelledCutouts
     scores: Scores
-    low: float
+    low: float  # the served thresholds (equal when stage 2 is off)
     high: float
     cnn_alone: float
+    band: tuple[float, float]  # the stage-2 band (the served one, or the one judged and gated off)
     svm: Any  # the verified SVM the scores came from, for the report's map
 
     @property
     def truth(self) -> np.ndarray:
         return self.data.is_real
 
+    def decisions(self) -> dict[str, np.ndarray]:
+        """The served decision ("ensemble") and each baseline of :data:`BASELINES`."""
+        score = self.scores.cnn_score
+        return {
+            "ensemble": self.scores.real,
+            "cnn_alone": score >= self.cnn_alone,
+            "cnn_at_0.5": score >= 0.5,
+            "cnn_band_called_fake": score >= self.band[1],
+        }
+
     def metrics(self) -> dict:
         truth, scores, data = self.truth, self.scores, self.data
-        decisions = {"cnn_alone": scores.cnn_score >= self.cnn_alone, "ensemble": scores.real}
+        decisions = self.decisions()
         families = sorted(set(data.family) - {""})
         return {
             "data": data.summary(),
             "baseline": metrics.summary(truth, np.ones(len(truth), dtype=bool)),
             **{name: metrics.summary(truth, kept) for name, kept in decisions.items()},
-            "ensemble_minus_cnn_alone_fom": metrics.fom_difference_interval(
-                truth, decisions["ensemble"], decisions["cnn_alone"]
-            ),
+            "thresholds": {"cnn_alone": self.cnn_alone, "band": list(self.band)},
+            "ensemble_minus": against_baselines(truth, decisions),
             "decided_by_svm": float(scores.decided_by_svm.mean()),
             "stage2": stage2_summary(truth, scores),
             "novel_share": float(scores.novel.mean()),
-            "score_bands": metrics.score_bands(scores.cnn_score, truth, self.low, self.high),
+            "score_bands": metrics.score_bands(scores.cnn_score, truth, *self.band),
             "cnn_score_histogram": score_histogram(scores.cnn_score),
             "per_class_accuracy": {
                 name: metrics.per_class_accuracy(data.vis_class, truth, kept)
@@ -56,6 +76,15 @@ class Evaluation:
                 for family in families
             },
         }
+
+
+def against_baselines(truth: np.ndarray, decisions: dict[str, np.ndarray]) -> dict:
+    """Ensemble FoM minus each baseline's on the same detections, with a paired bootstrap 95%
+    interval."""
+    return {
+        name: metrics.fom_difference_interval(truth, decisions["ensemble"], decisions[name])
+        for name in BASELINES
+    }
 
 
 def stage2_summary(truth: np.ndarray, scores: Scores) -> dict:
@@ -86,7 +115,8 @@ def evaluate(model_dir: Path, data: LabelledCutouts, umap_transform: str = "fast
     scores = score_all(Scorer(bundle), data.im_sum)
     low, high = bundle.thresholds
     cnn_alone = float(bundle.manifest["thresholds"]["cnn_alone"])
-    return Evaluation(data, scores, low, high, cnn_alone, bundle.svm)
+    band = stage2_band(bundle.manifest)
+    return Evaluation(data, scores, low, high, cnn_alone, band, bundle.svm)
 
 
 def score_histogram(cnn_score: np.ndarray, bins: int = 40) -> dict:

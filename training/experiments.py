@@ -30,8 +30,9 @@ from training.augment import Augmentation
 from training.build import SimulatedSpec
 from training.dataset import LabelledCutouts
 from training.ensemble import UmapConfig
-from training.evaluate import Evaluation, evaluate, stage2_summary
+from training.evaluate import Evaluation, against_baselines, evaluate, stage2_summary
 from training.fit import train_bundle
+from training.report import comparison_table
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ def simulated(name: str, total: int, seed: int, offset: int = 0) -> LabelledCuto
 def summarise(evaluation: Evaluation) -> dict:
     """DR1-mix and low-S/N metrics of the CNN alone and the ensemble, stage 2 and novelty."""
     truth, scores, data = evaluation.truth, evaluation.scores, evaluation.data
-    decisions = {"cnn": scores.cnn_score >= evaluation.cnn_alone, "ensemble": scores.real}
+    decisions = evaluation.decisions()
+    against = against_baselines(truth, decisions)
+    decisions["cnn"] = decisions.pop("cnn_alone")  # the name these files have always used
     low = (data.sn >= LOW_SNR[0]) & (data.sn < LOW_SNR[1])
     return {
         "n": len(truth),
@@ -76,14 +79,14 @@ def summarise(evaluation: Evaluation) -> dict:
         "low_snr": {
             name: metrics.summary(truth[low], kept[low]) for name, kept in decisions.items()
         },
-        "ensemble_minus_cnn_fom": metrics.fom_difference_interval(
-            truth, decisions["ensemble"], decisions["cnn"]
-        ),
+        "ensemble_minus_cnn_fom": against["cnn_alone"],  # at the validation threshold
+        "ensemble_minus": against,
         "stage2": stage2_summary(truth, scores),
         "bands": metrics.score_bands(scores.cnn_score, truth, evaluation.low, evaluation.high),
         "per_class": metrics.per_class_accuracy(data.vis_class, truth, decisions["ensemble"]),
         "novel_share": float(scores.novel.mean()),
         "thresholds": [evaluation.low, evaluation.high, evaluation.cnn_alone],
+        "band": list(evaluation.band),
     }
 
 
@@ -207,27 +210,23 @@ def unseen(model_dir: Path, simulator: str, size: int) -> dict:
 
 
 def unseen_table(result: dict) -> list[str]:
-    dr1, low, diff = result["dr1"], result["low_snr"], result["ensemble_minus_cnn_fom"]
     stage2, new = result["stage2"], result["brand_new"]
+    decisions = {**result["dr1"], "cnn_alone": result["dr1"]["cnn"]}
+    low_snr = {**result["low_snr"], "cnn_alone": result["low_snr"]["cnn"]}
     lines = [
-        "| | CNN alone | ensemble |",
-        "|---|---|---|",
-        f"| DR1-mix FoM | {dr1['cnn']['fom']:.4f} | {dr1['ensemble']['fom']:.4f} |",
-        f"| completeness | {dr1['cnn']['completeness']:.4f} | "
-        f"{dr1['ensemble']['completeness']:.4f} |",
-        f"| contamination | {dr1['cnn']['contamination']:.4f} | "
-        f"{dr1['ensemble']['contamination']:.4f} |",
-        f"| S/N 4.8-5.5 balanced accuracy | {low['cnn']['balanced_accuracy']:.4f} | "
-        f"{low['ensemble']['balanced_accuracy']:.4f} |",
+        *comparison_table(
+            decisions,
+            low_snr,
+            result["ensemble_minus"],
+            {"cnn_alone": result["thresholds"][2], "band": result["band"]},
+        ),
         "",
-        f"Ensemble minus CNN alone, FoM: {diff['difference']:+.4f} "
-        f"[{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] (95% paired bootstrap). Stage 2 "
-        f"decided {percent(stage2['share'])}% with accuracy {percent(stage2['accuracy'])}% "
-        f"(best constant {percent(stage2['constant_accuracy'])}%). Flagged novel: "
-        f"{percent(result['novel_share'])}% of all; {percent(new['flagged_novel'])}% of the "
-        f"{new['n']} detections of kinds no other simulator renders (`{new['prefix']}*`, "
-        f"novelty AUROC against the rest {new['novelty_auroc']:.3f}), "
-        f"{percent(new['flagged_novel_rest'])}% of the rest.",
+        f"Stage 2 decided {percent(stage2['share'])}% with accuracy "
+        f"{percent(stage2['accuracy'])}% (best constant {percent(stage2['constant_accuracy'])}%). "
+        f"Flagged novel: {percent(result['novel_share'])}% of all; "
+        f"{percent(new['flagged_novel'])}% of the {new['n']} detections of kinds no other "
+        f"simulator renders (`{new['prefix']}*`, novelty AUROC against the rest "
+        f"{new['novelty_auroc']:.3f}), {percent(new['flagged_novel_rest'])}% of the rest.",
         "",
         "| family | truth | n | called real | flagged novel | median novelty |",
         "|---|---|---|---|---|---|",

@@ -3,8 +3,10 @@
 Works the same on a simulated file and on a real labelled HETDEX file: 80/20 split stratified
 by visual class, CNN training (on every class, or under ``--protocol 2020`` on classes 0, 1, 4,
 5 only), ONNX export (checked against PyTorch), UMAP on a training sample for both candidate
-inputs, thresholds and SVM chosen on the calibration (validation) split, novelty calibrated on
-it, then the artifacts with their SHA-256 in ``manifest.json``.
+inputs, thresholds and SVM chosen on the calibration (validation) split, stage 2 gated by
+leaving one training source out (:mod:`training.stage2_gate`; off, the band goes to the CNN's
+best threshold), novelty calibrated on the calibration split, then the artifacts with their
+SHA-256 in ``manifest.json``.
 """
 
 import json
@@ -29,6 +31,7 @@ from training import metrics
 from training.dataset import DatasetError, LabelledCutouts
 from training.ensemble import Stage2Error, UmapConfig, choose, fit_umap
 from training.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, max_disagreement
+from training.stage2_gate import GateData, gate_stage2
 from training.train import PROTOCOL_CLASSES, TrainConfig, fit_cnn
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,21 @@ def train_bundle(
         raise Stage2Error("; ".join(refusals))
     source = max(candidates, key=lambda s: candidates[s][1].val_fom)
     reducer, choice = candidates[source]
+    cnn_alone = metrics.best_single_threshold(val_score, val_truth)
+    verdict = gate_stage2(
+        GateData(
+            sample_features=umap_features(sample_input, sample_embedding, source),
+            sample_origin=train.origin[sample],
+            score=val_score,
+            features=umap_features(val_input, val_embedding, source),
+            truth=val_truth,
+            origin=val.origin,
+        ),
+        umap_config,
+        seed,
+    )
+    log.info("stage 2 %s: %s", "used" if verdict.used else "off", verdict.why)
+    low, high = (choice.low, choice.high) if verdict.used else (cnn_alone, cnn_alone)
 
     joblib.dump(reducer, out_dir / UMAP_FILE)
     joblib.dump(choice.svm, out_dir / SVM_FILE)
@@ -145,7 +163,6 @@ def train_bundle(
     novelty = Novelty.fit((sample_input, sample_embedding), (val_input, val_embedding))
     np.savez(out_dir / NOVELTY_FILE, **novelty.to_arrays())
 
-    cnn_alone = metrics.best_single_threshold(val_score, val_truth)
     manifest = {
         "name": "linescore",
         "version": version,
@@ -170,7 +187,8 @@ def train_bundle(
         "svm": {
             "file": SVM_FILE,
             **choice.svm_parameters,
-            "trained_on": "calibration (validation) cutouts of every class in the ambiguous band",
+            "trained_on": "calibration (validation) cutouts of every class in the ambiguous band"
+            + ("" if verdict.used else " (off: see stage2)"),
             "ambiguous_validation_cutouts": int(
                 ((val_score >= choice.low) & (val_score < choice.high)).sum()
             ),
@@ -186,7 +204,13 @@ def train_bundle(
             "binomial standard errors (at most 1% false alarms)",
             "calibration_flagged": novelty.calibration_flagged(),
         },
-        "thresholds": {"low": choice.low, "high": choice.high, "cnn_alone": cnn_alone},
+        "thresholds": {"low": low, "high": high, "cnn_alone": cnn_alone},
+        "stage2": {
+            "used": verdict.used,
+            "why": verdict.why,
+            "band": [choice.low, choice.high],
+            **verdict.numbers,
+        },
         "training": {
             "config": train_config.describe(),
             "history": history,

@@ -95,7 +95,15 @@ def model() -> Response:
         "artifacts": manifest["artifacts"],
         "heldout_metrics": {
             key: heldout[key]
-            for key in ("baseline", "cnn_alone", "ensemble", "by_snr")
+            for key in (
+                "baseline",
+                "cnn_alone",
+                "cnn_at_0.5",
+                "cnn_band_called_fake",
+                "ensemble",
+                "ensemble_minus",
+                "by_snr",
+            )
             if key in heldout
         },
         "libraries": manifest["libraries"],

@@ -44,7 +44,8 @@ def test_build_trains_on_both_simulators_and_reports_each_heldout_set(tmp_path):
     spec = SimulatedSpec.from_description(on_disk["heldout"]["simulator"])
     held = spec.generate(progress=False)
     truth = is_real_class(held.vis_class)
-    kept = Scorer(ModelBundle.load(model_dir)).score(held.im_sum).real
+    scores = Scorer(ModelBundle.load(model_dir)).score(held.im_sum)
+    kept = scores.real
     true_pos, real, n_kept = int(np.sum(truth & kept)), int(truth.sum()), int(kept.sum())
     completeness, contamination = true_pos / real, (n_kept - true_pos) / n_kept
     ensemble = recorded["ensemble"]
@@ -59,6 +60,21 @@ def test_build_trains_on_both_simulators_and_reports_each_heldout_set(tmp_path):
     report = (model_dir / "REPORT.md").read_text()
     assert "2020 (appendix)" in report and "Also held out" in report
     assert "Stage 2 (the SVM) decided" in report
+
+    # stage 2 was judged with each training simulator left out, and the served decision is
+    # compared with every CNN-alone baseline, the fair one named in the report
+    gate = manifest["stage2"]
+    assert [row["left_out"] for row in gate["left_out"]] == [
+        "train-A-seed1-n900.h5",
+        "train-B-seed2-n900.h5",
+    ]
+    cnn = recorded["cnn_alone"]
+    assert cnn["kept"] == int(np.sum(scores.cnn_score >= on_disk["thresholds"]["cnn_alone"]))
+    difference = recorded["ensemble_minus"]["cnn_alone"]["difference"]
+    assert difference == pytest.approx(ensemble["fom"] - cnn["fom"], abs=1e-12)
+    assert set(recorded["ensemble_minus"]) == {"cnn_alone", "cnn_at_0.5", "cnn_band_called_fake"}
+    assert "CNN alone at its validation threshold" in report
+    assert ("Stage 2 is off in this model" in report) == (not gate["used"])
 
     # the same model on a simulator it never saw, and a refusal for one it was trained on
     unseen = experiments.unseen(model_dir, "C", 600)

@@ -72,10 +72,24 @@ def test_protocol_2020_never_shows_the_cnn_the_other_classes(tiny_data, tmp_path
     from training.train import TrainConfig
 
     manifest = train_bundle(
-        tiny_data, tmp_path / "m", "0.0.2", TrainConfig(protocol="2020", epochs=2), UmapConfig()
+        tiny_data, tmp_path / "m", "0.0.2", TrainConfig(protocol="2020", epochs=4), UmapConfig()
     )
     assert set(manifest["training"]["cnn_train"]["class_counts"]) == {"0", "1", "4", "5"}
     assert manifest["training"]["config"]["protocol"] == "2020"
     assert len(manifest["training"]["validation"]["class_counts"]) == 8
     bundle = ModelBundle.load(tmp_path / "m")
     assert set(bundle.novelty.references_) == {"embedding", "pixels"}
+
+
+def test_stage2_is_gated_and_the_thresholds_say_which_stage_decides(tiny_model_dir):
+    """One training file: two halves stand in for sources; off, both thresholds are the CNN's."""
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    gate, thresholds = manifest["stage2"], manifest["thresholds"]
+    assert [row["left_out"][:7] for row in gate["left_out"]] == ["half 1 ", "half 2 "]
+    assert gate["used"] == all(row["passes"] for row in gate["left_out"])
+    served = (thresholds["low"], thresholds["high"])
+    if gate["used"]:
+        assert served == tuple(gate["band"])
+    else:
+        assert served == (thresholds["cnn_alone"], thresholds["cnn_alone"])
+        assert "the CNN's own threshold" in gate["why"]
