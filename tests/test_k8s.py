@@ -225,7 +225,7 @@ def test_command_is_the_dockerfiles_cmd(container):
     assert dockerfile("ENTRYPOINT") == []
     (cmd,) = dockerfile("CMD")
     assert container["command"] + container.get("args", []) == json.loads(cmd)
-    assert container["image"] == "linescore:2.0.0"
+    assert container["image"] == "linescore:2.1.0"
 
 
 def test_the_server_listens_on_the_named_port(container):

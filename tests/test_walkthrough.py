@@ -48,7 +48,7 @@ def decisions(catalogue: Path) -> dict[int, tuple[str, str]]:
 def test_from_a_night_to_a_better_model(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    (models / "2.0.0").symlink_to(ROOT / "models" / "2.0.0")
+    (models / "2.1.0").symlink_to(ROOT / "models" / "2.1.0")
     env = {"LINESCORE_MODELS_ROOT": str(models)}
     night = write_dataset(
         tmp_path / "night.h5",
@@ -108,14 +108,14 @@ def test_from_a_night_to_a_better_model(tmp_path):
         exported = handle["Labels"][...]
     assert sorted(exported["detectid"].tolist()) == sorted(asked)
 
-    out = models / "2.0.1"
+    out = models / "2.1.1"
     printed = run(
         sys.executable,
         "-m",
         "training",
         "adapt",
         "--model",
-        str(models / "2.0.0"),
+        str(models / "2.1.0"),
         "--data",
         str(night),
         "--labels",
@@ -123,13 +123,13 @@ def test_from_a_night_to_a_better_model(tmp_path):
         "--out",
         str(out),
         "--version",
-        "2.0.1",
+        "2.1.1",
         "--epochs",
         "2",
         "--replay",
         "3000",
     )
-    assert '"parent_version": "2.0.0"' in printed
+    assert '"parent_version": "2.1.0"' in printed
     adapted = ModelBundle.load(out)  # verifies every checksum
     assert adapted.manifest["lineage"]["labels_files"][0]["labels"] == LABELS_TO_CAST
     gate = adapted.manifest["adaptation"]["gate"]  # out of fold, on labels it did not train on
@@ -137,12 +137,12 @@ def test_from_a_night_to_a_better_model(tmp_path):
 
     with live_server(tmp_path, env) as server:  # the newest version under the root is served
         model = requests.get(f"{server.url}/v1/model", timeout=10).json()
-        assert model["version"] == "2.0.1"
+        assert model["version"] == "2.1.1"
         assert model["stage2"]["used"] in (True, False) and model["stage2"]["why"]
-        rescored = tmp_path / "night-2.0.1.csv"
+        rescored = tmp_path / "night-2.1.1.csv"
         run(str(LINESCORE), "score-file", str(night), "--url", server.url, "--out", str(rescored))
     before, after = decisions(catalogue), decisions(rescored)
-    assert {version for _, version in after.values()} == {"2.0.1"}
+    assert {version for _, version in after.values()} == {"2.1.1"}
     before = {d: decision for d, (decision, _) in before.items()}
     after = {d: decision for d, (decision, _) in after.items()}
     right_before = np.mean([(before[d] == "real") == (truth[d] >= 3) for d in truth])

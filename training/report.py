@@ -288,6 +288,17 @@ def stage2_lines(manifest: dict, held: dict) -> list[str]:
     ]
 
 
+def stage2_share(stage2: dict) -> str:
+    """What the SVM decided on one held-out set."""
+    if stage2["n"] == 0:
+        return "Stage 2 (the SVM) decided no detection."
+    return (
+        f"Stage 2 (the SVM) decided {stage2['share']:.4f} of the detections ({stage2['n']}); "
+        f"its accuracy there {stage2['accuracy']:.4f} against {stage2['constant_accuracy']:.4f} "
+        "for the best constant decision."
+    )
+
+
 def render_markdown(manifest: dict, held: dict) -> str:
     ensemble = held["ensemble"]
     low_snr = held["by_snr"]["ensemble"].get("4.8-5.5")
@@ -320,11 +331,8 @@ def render_markdown(manifest: dict, held: dict) -> str:
             f"{_verdict(low_snr['balanced_accuracy'] >= TARGET_LOW_SNR_BALANCED_ACCURACY)} "
             f"({low_snr['balanced_accuracy']:.4f})."
         )
-    stage2 = held["stage2"]
     lines += [
-        f"- Stage 2 (the SVM) decided {stage2['share']:.4f} of the detections ({stage2['n']}); "
-        f"its accuracy there {stage2['accuracy']:.4f} against {stage2['constant_accuracy']:.4f} "
-        "for the best constant decision.",
+        f"- {stage2_share(held['stage2'])}",
         f"- Flagged `novel` (false alarms: every detection here is in-distribution): "
         f"{held['novel_share']:.4f}, against the 0.01 the threshold "
         f"{manifest['novelty']['threshold']:.4f} was set for on the pooled calibration split "
@@ -339,10 +347,8 @@ def render_markdown(manifest: dict, held: dict) -> str:
             "",
             *held_out_lines(metrics_other),
             "",
-            f"- Stage 2 decided {metrics_other['stage2']['share']:.4f} "
-            f"(accuracy {metrics_other['stage2']['accuracy']:.4f} against "
-            f"{metrics_other['stage2']['constant_accuracy']:.4f} constant); flagged novel "
-            f"(false alarms) {metrics_other['novel_share']:.4f}.",
+            f"- {stage2_share(metrics_other['stage2'])} Flagged novel (false alarms): "
+            f"{metrics_other['novel_share']:.4f}.",
             "",
         ]
     model_dir = Path(manifest["model_dir"])
@@ -360,7 +366,9 @@ def render_markdown(manifest: dict, held: dict) -> str:
             *generalisation_targets(Path(manifest["model_dir"])),
         ]
     lines += [
-        f"## CNN score bands (thresholds low = {thresholds['low']}, high = {thresholds['high']})",
+        f"## CNN score bands (the stage-2 band: low = {held['thresholds']['band'][0]}, high = "
+        f"{held['thresholds']['band'][1]}; "
+        + ("decided by the SVM)" if thresholds["low"] < thresholds["high"] else "stage 2 off)"),
         "",
         *bands_beside_2020(held["score_bands"]),
         "",

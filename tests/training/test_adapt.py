@@ -27,7 +27,7 @@ from training.dataset import read_images, write_dataset
 from training.simulators.c import simulate
 from training.train import predict
 
-PARENT = ROOT / "models" / "2.0.0"
+PARENT = ROOT / "models" / "2.1.0"
 TINY = AdaptConfig(epochs=2, replay=1000, calibration=400, map_sample=300, folds=2, threads=2)
 
 
@@ -116,12 +116,12 @@ def test_stage_two_is_used_only_where_it_beats_the_cnn_call_and_the_constant():
 def test_adapt_writes_a_model_that_verifies_and_records_its_lineage(night, tmp_path):
     ids, classes = truth_of(night)
     labels = labels_file(tmp_path / "labels.h5", ids[::2], classes[::2])
-    out = tmp_path / "2.0.1"
-    manifest = adapt(PARENT, read_images(night), [labels], out, "2.0.1", TINY)
+    out = tmp_path / "2.1.1"
+    manifest = adapt(PARENT, read_images(night), [labels], out, "2.1.1", TINY)
     bundle = ModelBundle.load(out)
-    assert bundle.version == "2.0.1"
+    assert bundle.version == "2.1.1"
     lineage = manifest["lineage"]
-    assert lineage["parent_version"] == "2.0.0"
+    assert lineage["parent_version"] == "2.1.0"
     assert (
         lineage["parent_cnn_sha256"]
         == ModelBundle.load(PARENT).manifest["artifacts"]["cnn.onnx"]["sha256"]
@@ -142,8 +142,8 @@ def test_adapt_refuses_a_model_that_does_not_beat_its_parent(night, tmp_path):
     labels = labels_file(tmp_path / "labels.h5", ids, classes)
     diverging = replace(TINY, learning_rate=50.0)  # a training that wrecks the CNN
     with pytest.raises(AdaptRefusedError, match=r"FoM \d\.\d{4} against the parent's \d\.\d{4}"):
-        adapt(PARENT, read_images(night), [labels], tmp_path / "2.0.1", "2.0.1", diverging)
-    assert not (tmp_path / "2.0.1").exists()
+        adapt(PARENT, read_images(night), [labels], tmp_path / "2.1.1", "2.1.1", diverging)
+    assert not (tmp_path / "2.1.1").exists()
 
 
 def cli_error(capsys, *argv: str) -> str:
@@ -156,8 +156,8 @@ def cli_error(capsys, *argv: str) -> str:
 
 def test_bad_inputs_get_one_line_naming_the_file_and_field(night, tmp_path, capsys):
     ids, classes = truth_of(night)
-    base = ["--model", str(PARENT), "--data", str(night), "--version", "2.0.1"]
-    out = ["--out", str(tmp_path / "new" / "2.0.1")]
+    base = ["--model", str(PARENT), "--data", str(night), "--version", "2.1.1"]
+    out = ["--out", str(tmp_path / "new" / "2.1.1")]
 
     stranger = labels_file(tmp_path / "stranger.h5", [*ids[:40], 99], [*classes[:40], 5])
     message = cli_error(capsys, *base, *out, "--labels", str(stranger))
@@ -188,16 +188,16 @@ def test_bad_inputs_get_one_line_naming_the_file_and_field(night, tmp_path, caps
         "--data",
         str(night),
         "--version",
-        "2.0.1",
+        "2.1.1",
         *out,
         "--labels",
         str(good),
     )
     assert f"{broken}: the parent model fails verification" in message and "svm.joblib" in message
 
-    (tmp_path / "2.0.1").mkdir()
-    message = cli_error(capsys, *base, "--out", str(tmp_path / "2.0.1"), "--labels", str(good))
-    assert f"{tmp_path / '2.0.1'}: --out exists" in message
+    (tmp_path / "2.1.1").mkdir()
+    message = cli_error(capsys, *base, "--out", str(tmp_path / "2.1.1"), "--labels", str(good))
+    assert f"{tmp_path / '2.1.1'}: --out exists" in message
     message = cli_error(capsys, *base, "--out", str(tmp_path / "2.0.2"), "--labels", str(good))
     assert "--out must be a folder named after --version" in message
 

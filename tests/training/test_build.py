@@ -83,5 +83,18 @@ def test_build_trains_on_both_simulators_and_reports_each_heldout_set(tmp_path):
     dr1 = unseen["dr1"]["ensemble"]
     assert dr1["fom"] == pytest.approx(dr1["completeness"] * (1 - dr1["contamination"]))
     assert dr1["fom"] > dr1["real"] / dr1["n"]  # better than keeping all 600
+    # the experiments' tables put the ensemble beside every CNN-alone baseline
+    against = unseen["ensemble_minus"]
+    assert against["cnn_alone"] == unseen["ensemble_minus_cnn_fom"]
+    assert against["cnn_at_0.5"]["difference"] == pytest.approx(
+        dr1["fom"] - unseen["dr1"]["cnn_at_0.5"]["fom"], abs=1e-12
+    )
+    row = experiments.cross_table(
+        {"run": {"variant": "all", "train": "A+B", "test": "C", **unseen}}
+    )
+    for d in against.values():
+        assert f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" in row[-1]
+    unseen_md = "\n".join(experiments.unseen_table(unseen))
+    assert "CNN alone, band called fake" in unseen_md and "CNN alone at 0.5" in unseen_md
     with pytest.raises(ValueError, match="was trained on simulator A"):
         experiments.unseen(model_dir, "A", 100)
