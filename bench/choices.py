@@ -1,10 +1,10 @@
 """The measurements behind the serving path's design choices, side by side in one run.
 
-the gunicorn worker with and without keep-alive and with 1 or 2 request threads (single
-sources and batches); ONNX Runtime batch chunk and memory
-arena; the SVM's decision function (scikit-learn vs numpy) for one point; normalisation
-(nanmedian vs sort); umap-learn's placement of the same cutout alone vs inside a batch.
-Writes bench/CHOICES.md. Run: .venv/bin/python -m bench.choices (part of `make bench`).
+Where one worker's time goes under load (py-spy, bench/profile.py); the gunicorn worker with and
+without keep-alive and with 1 or 2 request threads (single sources and batches); ONNX Runtime
+batch chunk and memory arena; the SVM's decision function (scikit-learn vs numpy) for one point;
+normalisation (nanmedian vs sort); umap-learn's placement of the same cutout alone vs inside a
+batch. Writes bench/CHOICES.md. Run: .venv/bin/python -m bench.choices (part of `make bench`).
 """
 
 import io
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bench import decode, server
+from bench import decode, profile, server
 from bench.run import batch_rate, single_source
 from bench.timing import median_seconds
 from service.bundle import ModelBundle
@@ -44,7 +44,7 @@ def worker_choices(cutouts: np.ndarray, seconds: float = 4) -> list[str]:
     buffer = io.BytesIO()
     np.save(buffer, cutouts)
     rows = [
-        "| worker | single p50 ms (1 Session) | single p99 ms | requests/s (4 Sessions) "
+        "| worker | single p50 ms (1 connection) | single p99 ms | requests/s (4 connections) "
         "| npy 1024 cutouts/s (2 clients) |",
         "|---|---|---|---|---|",
     ]
@@ -176,6 +176,7 @@ def main() -> None:
     cutouts = simulate(class_counts_for(1024), seed=4242).im_sum
     bundle = ModelBundle.load(model_dir)
     sections = [
+        ("Where a worker's time goes under load (py-spy)", profile.section(cutouts[0], cutouts)),
         ("Gunicorn worker (2 workers): keep-alive and request threads", worker_choices(cutouts)),
         ("Worker memory: glibc malloc settings", malloc_settings(cutouts)),
         ("ONNX Runtime batch chunk and memory arena", onnx_runtime(model_dir)),

@@ -1,8 +1,10 @@
-"""The two in-process references the service is compared with, on the same cutouts.
+"""The in-process references the service is compared with, on the same cutouts.
 
 research: what the 2020 code would run in a notebook: PyTorch eager CNN, umap-learn's own
 ``transform``, scikit-learn's SVC. core: this project's scoring core (``service.pipeline``)
-without HTTP, one process per core like the gunicorn workers.
+without HTTP, one process per core like the gunicorn workers. CNN alone: ``cnn.onnx`` in ONNX
+Runtime on the normalised cutouts and nothing else, also one process per core: the floor of the
+work itself, which no serving of the whole ensemble can beat.
 """
 
 import os
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from service.bundle import ModelBundle
-from service.pipeline import Scorer, umap_features
+from service.pipeline import CHUNK, Scorer, umap_features
 
 
 def eager_cnn_from_onnx(path: Path):
@@ -126,6 +128,37 @@ def core(model_dir: Path, cutouts: np.ndarray, repeats: int, processes: int = 2)
         "cutouts_per_second": processes * len(cutouts) / float(np.median(seconds)),
         "stage_seconds": results[0][1],
     }
+
+
+def _cnn_worker(args: tuple[Path, np.ndarray, int]) -> float:
+    """Median seconds of the CNN alone on ``model_input``, in the service's chunks and session
+    settings (one thread), after one warm-up pass."""
+    model_dir, model_input, repeats = args
+    cnn = Scorer(ModelBundle.load(model_dir, intra_op_threads=1)).cnn
+
+    def run() -> None:
+        for i in range(0, len(model_input), CHUNK):
+            cnn(model_input[i : i + CHUNK])
+
+    run()
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - begin)
+    return float(np.median(times))
+
+
+def cnn_alone(model_dir: Path, cutouts: np.ndarray, repeats: int, processes: int = 2) -> float:
+    """Aggregate cutouts/s of ``cnn.onnx`` alone in ``processes`` single-threaded processes."""
+    model_input = Scorer(ModelBundle.load(model_dir)).model_input(cutouts)
+    caps = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with (
+        environment(**caps),
+        ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool,
+    ):
+        seconds = list(pool.map(_cnn_worker, [(model_dir, model_input, repeats)] * processes))
+    return processes * len(cutouts) / float(np.median(seconds))
 
 
 def _single_cutout_worker(args: tuple[Path, np.ndarray, int]) -> dict:

@@ -6,7 +6,7 @@
 | LINESCORE_MODELS_ROOT | models/ of this checkout | else serve the newest version under it |
 | LINESCORE_MAX_BATCH | 4096 | most detections in one batch request |
 | LINESCORE_MAX_BODY_BYTES | 67108864 | largest request body (64 MiB) |
-| LINESCORE_THREADS | 1 | threads per worker for ONNX Runtime, numba, OpenMP and BLAS |
+| LINESCORE_THREADS | 1 | threads per worker for ONNX Runtime, faiss, numba, OpenMP and BLAS |
 | LINESCORE_WARMUP_BATCH | 64 | cutouts in the warm-up batch that runs before /readyz turns 200 |
 | LINESCORE_UMAP_TRANSFORM | fast | "fast" (service.umap_fast) or "reference" (umap-learn's own) |
 | LINESCORE_API_TOKEN | (unset) | if set, /v1 and /v2 (not /v2/health) need it as bearer token |
@@ -18,6 +18,7 @@
 | LINESCORE_GRACEFUL_TIMEOUT | 30 | then in-flight requests have this long to finish |
 | LINESCORE_REQUEST_TIMEOUT | 60 | a worker stuck longer on one request is replaced |
 | LINESCORE_CLIENT_TIMEOUT | 10 | a client socket idle this long is closed |
+| LINESCORE_ACCESS_LOG | true | one JSON access line per request on stdout; false: none |
 | PROMETHEUS_MULTIPROC_DIR | (a fresh temporary dir) | where workers share metrics |
 """
 
@@ -54,6 +55,7 @@ class Settings(BaseModel):
     graceful_timeout: int = Field(30, ge=1)
     request_timeout: int = Field(60, ge=1)
     client_timeout: float = Field(10.0, gt=0)
+    access_log: bool = True
     prometheus_multiproc_dir: Path | None = None
 
     @model_validator(mode="after")

@@ -51,8 +51,10 @@ def as_float32(array: np.ndarray, pointer: str) -> np.ndarray:
             f"cutout values must be floating point (float32 or float64), got {array.dtype}",
             pointer=pointer,
         )
+    if array.dtype == np.float32:
+        return array
     with np.errstate(over="ignore"):
-        return array.astype(np.float32, copy=False)
+        return array.astype(np.float32)
 
 
 def finite_items(array: np.ndarray) -> np.ndarray:
@@ -76,9 +78,8 @@ def to_canonical(cutouts: np.ndarray, *, pointer: str = "/cutout") -> np.ndarray
     array = np.asarray(cutouts)
     check_shape(array.shape, pointer)
     array = as_float32(array, pointer)
-    finite = finite_items(array)
-    if not finite.all():
-        first = int(np.flatnonzero(~finite)[0])
+    if not np.isfinite(array).all():  # one test for the batch; the culprit is sought only then
+        first = int(np.flatnonzero(~finite_items(array))[0])
         where = pointer if array.shape[0] == 1 else f"{pointer}/{first}"
         raise InvalidInputError("cutout contains NaN or infinite values", pointer=where)
     return crop(array)

@@ -38,15 +38,19 @@ class DataPlane:
         outcome = Outcome(results, scored=len(valid))
         if not valid:
             return outcome
-        cutouts = np.stack([detections[i].cutout for i in valid])
+        cutouts = (
+            detections[valid[0]].cutout[None]  # one detection: no copy to make
+            if len(valid) == 1
+            else np.stack([detections[i].cutout for i in valid])
+        )
         scores = self.scorer.score(cutouts, outcome.timings)
         rows = zip(
             valid,
             scores.cnn_score.tolist(),
             scores.umap.tolist(),
             scores.svm_score.tolist(),
-            np.where(scores.real, "real", "fake").tolist(),
-            np.where(scores.decided_by_svm, "svm", "cnn").tolist(),
+            ["real" if real else "fake" for real in scores.real.tolist()],
+            ["svm" if by_svm else "cnn" for by_svm in scores.decided_by_svm.tolist()],
             scores.novelty.tolist(),
             scores.novel.tolist(),
             masked_fraction(cutouts).tolist(),

@@ -6,6 +6,8 @@ top-k selection, about twice as fast per cutout in a batch as numpy's matrix pro
 argpartition were, and somewhat faster for a single cutout.
 """
 
+import math
+
 import faiss
 import numpy as np
 
@@ -43,5 +45,22 @@ class Neighbours:
         features = np.ascontiguousarray(features, dtype=np.float32)
         squared, indices = self.index_.search(features, self.k_)  # squared distances, >= 0
         norms = np.einsum("ij,ij->i", features, features)[:, None]
-        squared[squared <= ROUNDING * (1.0 + norms)] = 0.0
-        return indices, np.sqrt(squared)
+        rounding = ROUNDING * (1.0 + norms)
+        if (squared[:, :1] <= rounding).any():  # nearest first: only a leading one can be 0
+            squared[squared <= rounding] = 0.0
+        return indices, np.sqrt(squared, out=squared)
+
+
+def mean(values: np.ndarray, axis: int | tuple[int, ...], dtype: type | None = None) -> np.ndarray:
+    """``values.mean(axis, dtype=dtype)`` of a float array (or of any array, given ``dtype``)
+    without the Python-level argument handling of ``np.mean``, which costs more than the
+    arithmetic on one cutout. The same numbers: numpy sums the same way, then divides by the
+    count in float64 and rounds to the sum's type, and a float32 division rounds the same (one
+    rounding of a quotient is exact to within float64's, which has twice float32's digits + 2).
+    """
+    count = (
+        values.shape[axis]
+        if isinstance(axis, int)
+        else math.prod(map(values.shape.__getitem__, axis))
+    )
+    return np.add.reduce(values, axis=axis, dtype=dtype) / count

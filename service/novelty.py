@@ -15,10 +15,11 @@ manifest's threshold, chosen for at most 1% false alarms. Novelty never changes 
 """
 
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 
-from service.neighbours import Neighbours
+from service.neighbours import Neighbours, mean
 
 SPACES = ("embedding", "pixels")
 POOL_ROWS, POOL_COLUMNS = 3, 2  # (9, 32) -> (3, 16) blocks: 6 pixels each, noise / sqrt(6)
@@ -30,7 +31,7 @@ def pooled_pixels(model_input: np.ndarray) -> np.ndarray:
     blocks = model_input.reshape(
         n, channels, rows // POOL_ROWS, POOL_ROWS, columns // POOL_COLUMNS, POOL_COLUMNS
     )
-    return blocks.mean(axis=(3, 5), dtype=np.float32).reshape(n, -1)
+    return mean(blocks, axis=(3, 5), dtype=np.float32).reshape(n, -1)
 
 
 def space_features(space: str, model_input: np.ndarray, embedding: np.ndarray) -> np.ndarray:
@@ -43,7 +44,7 @@ def space_features(space: str, model_input: np.ndarray, embedding: np.ndarray) -
 
 def share_below(sorted_reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Share of the (sorted) reference strictly below each value: an empirical CDF in [0, 1]."""
-    return np.searchsorted(sorted_reference, values, side="left") / len(sorted_reference)
+    return sorted_reference.searchsorted(values, side="left") / len(sorted_reference)
 
 
 @dataclass
@@ -69,12 +70,12 @@ class Novelty:
                 distances = known[space][:, : self.k]
             else:
                 _, distances = neighbours(space_features(space, model_input, embedding))
-            out[space] = distances.mean(axis=1)
+            out[space] = mean(distances, axis=1)
         return out
 
     def combine(self, unusualness: dict[str, np.ndarray]) -> np.ndarray:
         shares = [share_below(self.calibration_[s], unusualness[s]) for s in self.references_]
-        return np.max(shares, axis=0)
+        return reduce(np.maximum, shares)  # np.max(shares, axis=0), without stacking them
 
     def __call__(
         self,

@@ -35,6 +35,7 @@ from pathlib import Path
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from pydantic import ValidationError
 
@@ -44,6 +45,7 @@ from service.errors import ArtifactError
 from service.logs import logconfig_dict
 from service.manifest import read_manifest, resolve_model_dir
 
+HEARTBEAT_SECONDS = 0.1  # idle heartbeats at most this often (the master allows seconds)
 CAPPED_POOLS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -122,6 +124,8 @@ class LinescoreWorker(ThreadWorker):
     def init_process(self) -> None:
         self.started: set[int] = set()  # connections with a request in progress here
         self.running: dict[int, float] = {}  # ... and since when a thread has been on each
+        self.stamp: float | None = None  # the dated-back heartbeat last written, if it was one
+        self.beat = 0.0  # when the last plain heartbeat was written
         super().init_process()
 
     @property
@@ -142,12 +146,21 @@ class LinescoreWorker(ThreadWorker):
     def notify(self) -> None:
         """The heartbeat, dated back to when the oldest running request got its thread: the
         master replaces this worker once one request has run ``request_timeout``, as it did a
-        sync worker. Time queued behind other requests does not count."""
+        sync worker. Time queued behind other requests does not count.
+
+        gunicorn beats on every wake-up of the poller, twice per request under load: a file
+        timestamp written each time (a system call). Here a beat that would write what is
+        already there, or come within :data:`HEARTBEAT_SECONDS` of the last one, is skipped."""
         oldest = min(tuple(self.running.values()), default=None)  # threads add to it
-        if oldest is None:
+        if oldest is not None:
+            if oldest != self.stamp:
+                os.utime(self.tmp.fileno(), (oldest, oldest))  # gunicorn's clock: monotonic
+                self.stamp = oldest
+            return
+        now = time.monotonic()
+        if self.stamp is not None or now - self.beat >= HEARTBEAT_SECONDS:
             super().notify()
-        else:
-            os.utime(self.tmp.fileno(), (oldest, oldest))  # gunicorn's clock: time.monotonic
+            self.stamp, self.beat = None, now
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled and not self.started)
@@ -229,6 +242,14 @@ def child_exit(server: Arbiter, worker) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+class AppAccessLogger(Logger):
+    """gunicorn's logger, less its access line: the app writes its own (``linescore.access``),
+    and gunicorn's would build every field of it per request only for a disabled logger."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        pass
+
+
 class LinescoreServer(BaseApplication):
     """The gunicorn application: options from :class:`Settings`, the Flask app made per worker."""
 
@@ -253,6 +274,7 @@ class LinescoreServer(BaseApplication):
             "graceful_timeout": settings.graceful_timeout,
             "control_socket_disable": True,  # no control socket: nothing written outside /tmp
             "accesslog": None,  # the app writes one JSON access line per request instead
+            "logger_class": AppAccessLogger,
             "logconfig_dict": logconfig_dict(),
             "on_starting": on_starting,
             "child_exit": child_exit,

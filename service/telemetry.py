@@ -56,6 +56,10 @@ class Telemetry:
         self.item_errors = Counter(
             "linescore_item_errors_total", "Batch items rejected with an error", registry=registry
         )
+        # Labelled children, looked up once: labels() takes a lock and builds a key each call.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._stage_children: dict[str, Histogram] = {}
+        self._decision_children: dict[tuple[str, str], Counter] = {}
         self.ready = Gauge(
             "linescore_worker_ready",
             "1 when this worker's model is verified, loaded and warm",
@@ -64,8 +68,16 @@ class Telemetry:
         )
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, method, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        children = self._request_children.get((endpoint, method, status))
+        if children is None:
+            children = (
+                self.requests.labels(endpoint, method, str(status)),
+                self.latency.labels(endpoint),
+            )
+            self._request_children[(endpoint, method, status)] = children
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def observe_scoring(
         self,
@@ -79,10 +91,17 @@ class Telemetry:
         if size > scored:
             self.item_errors.inc(size - scored)
         for name, seconds in timings.items():
-            self.stages.labels(name).observe(seconds)
-        for (decision, stage), count in decisions.items():
-            self.decisions.labels(decision, stage).inc(count)
-        self.novel.inc(novel)
+            stage = self._stage_children.get(name)
+            if stage is None:
+                stage = self._stage_children[name] = self.stages.labels(name)
+            stage.observe(seconds)
+        for key, count in decisions.items():
+            decided = self._decision_children.get(key)
+            if decided is None:
+                decided = self._decision_children[key] = self.decisions.labels(*key)
+            decided.inc(count)
+        if novel:  # adding 0 would write the same value back
+            self.novel.inc(novel)
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:

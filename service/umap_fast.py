@@ -13,10 +13,12 @@ costs the time, and it makes a detection's coordinates depend on the rest of its
 import numpy as np
 
 from service.neighbours import Neighbours
+from service.neighbours import mean as mean_of
 
 SMOOTH_K_TOLERANCE = 1e-5  # as in umap-learn
 MIN_K_DIST_SCALE = 1e-3
 NEWTON_STEPS = 50
+TINY = np.finfo(np.float64).tiny
 
 
 class NeighbourTransform:
@@ -44,9 +46,10 @@ class NeighbourTransform:
         indices, distances = self.neighbours(features)
         weights = membership(distances, self.n_neighbors_)
         placed = np.einsum("nk,nkd->nd", weights, self.embedding_[indices])
-        placed /= weights.sum(axis=1, keepdims=True)
+        placed /= np.add.reduce(weights, axis=1, keepdims=True)
         exact = distances[:, 0] <= 0.0  # a training point itself: umap returns its position
-        placed[exact] = self.embedding_[indices[exact, 0]]
+        if exact.any():
+            placed[exact] = self.embedding_[indices[exact, 0]]
         return placed.astype(np.float32), distances
 
 
@@ -63,6 +66,12 @@ def membership(distances: np.ndarray, k: int) -> np.ndarray:
     """
     target = np.log2(k)
     rest = distances[:, 1:].astype(np.float64)
+    if rest.shape[1] and (distances > 0).all():
+        # The usual case: every row is solved and none has an exact match, so the bookkeeping
+        # below (which costs more than the arithmetic for one point) changes no number.
+        free = rest.shape[1]
+        beta = np.log(free / target) / (np.add.reduce(rest, axis=1) / free)
+        return weights_for(distances, newton(beta, np.negative(rest), rest, target))
     positive = rest > 0
     exact = (~positive).sum(axis=1)  # zero distances weigh 1 whatever sigma is
     free = np.maximum(positive.sum(axis=1), 1)
@@ -79,20 +88,38 @@ def membership(distances: np.ndarray, k: int) -> np.ndarray:
     minus_rest = np.where(positive, -rest, -np.inf)
     minus_rest[~solvable] = -1.0
     near[~solvable] = 1.0
-    need = target - exact
-    moving = solvable.astype(np.float64)
-    for _ in range(NEWTON_STEPS):
-        weights = np.exp(beta[:, None] * minus_rest)
-        excess = (weights.sum(axis=1) - need) * moving
-        if np.abs(excess).max(initial=0.0) < SMOOTH_K_TOLERANCE:
-            break
-        # Newton: f / -f'. From the left of the root beta only grows towards it, where the
-        # weights sum to need > 0, so -f' (the weighted distances) stays positive.
-        beta += excess / np.einsum("nk,nk->n", weights, near)
-    beta = np.where(solvable, beta, 0.0)
+    beta = newton(beta, minus_rest, near, target - exact, solvable.astype(np.float64))
     # Unsolvable rows (mostly exact duplicates) get the floor: only the exact matches weigh,
     # as umap-learn's bisection ends up doing.
+    beta = np.where(solvable, beta, 0.0)
+    return np.where(distances > 0, weights_for(distances, beta), 1.0)
+
+
+def newton(
+    beta: np.ndarray,
+    minus_rest: np.ndarray,
+    near: np.ndarray,
+    need: np.ndarray,
+    moving: np.ndarray | None = None,
+) -> np.ndarray:
+    """beta where sum(exp(beta * minus_rest)) = need, for rows with ``moving`` 1 (all if None).
+
+    Newton: f / -f'. From the left of the root beta only grows towards it, where the weights
+    sum to need > 0, so -f' (the weighted distances) stays positive."""
+    for _ in range(NEWTON_STEPS):
+        weights = np.exp(beta[:, None] * minus_rest)
+        excess = np.add.reduce(weights, axis=1) - need
+        if moving is not None:
+            excess *= moving
+        if np.maximum.reduce(np.abs(excess), initial=0.0) < SMOOTH_K_TOLERANCE:
+            break
+        beta += excess / np.einsum("nk,nk->n", weights, near)
+    return beta
+
+
+def weights_for(distances: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """exp(-d / sigma) with sigma = 1 / beta (0 where beta is not positive), floored."""
     sigma = np.where(beta > 0, 1.0 / np.where(beta > 0, beta, 1.0), 0.0)
-    sigma = np.maximum(sigma, MIN_K_DIST_SCALE * distances.mean(axis=1))
-    sigma = np.maximum(sigma, np.finfo(np.float64).tiny)
-    return np.where(distances > 0, np.exp(-distances / sigma[:, None]), 1.0)
+    sigma = np.maximum(sigma, MIN_K_DIST_SCALE * mean_of(distances, axis=1))
+    sigma = np.maximum(sigma, TINY)
+    return np.exp(-distances / sigma[:, None])

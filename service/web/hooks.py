@@ -11,7 +11,6 @@ from flask import Flask, Response, g, request
 
 from service.errors import UnauthorizedError
 from service.logs import ACCESS
-from service.web import context
 
 REQUEST_ID = "X-Request-ID"
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -42,7 +41,10 @@ def check_token(expected: str) -> None:
 
 def register(app: Flask) -> None:
     worker = str(os.getpid())
-    token = app.extensions["linescore"]["settings"].api_token
+    settings = app.extensions["linescore"]["settings"]
+    token = settings.api_token
+    telemetry = app.extensions["linescore"]["telemetry"]  # looked up once, not per request
+    log_access = settings.access_log
 
     @app.before_request
     def start() -> None:
@@ -54,30 +56,42 @@ def register(app: Flask) -> None:
     @app.after_request
     def finish(response: Response) -> Response:
         seconds = time.perf_counter() - g.started
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        method = request.method if request.method in KNOWN_METHODS else "OTHER"
-        context.telemetry().observe_request(endpoint, method, response.status_code, seconds)
-        response.headers[REQUEST_ID] = g.request_id
-        response.headers["X-Linescore-Worker"] = worker  # which worker answered, for operators
-        access_log.info(
-            "%s %s %d",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "fields": {
-                    "request_id": g.request_id,
-                    "method": request.method,
-                    "path": request.path,
-                    "endpoint": endpoint,
-                    "status": response.status_code,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "bytes_in": request.content_length or 0,
-                    "bytes_out": response.calculate_content_length() or 0,
-                    "remote_addr": request.remote_addr,
-                    "user_agent": request.user_agent.string,
-                    "worker": worker,
-                }
-            },
+        served = request._get_current_object()  # one context lookup, not one per field
+        rule, method, status = served.url_rule, served.method, response.status_code
+        endpoint = rule.rule if rule else "unmatched"
+        telemetry.observe_request(
+            endpoint, method if method in KNOWN_METHODS else "OTHER", status, seconds
         )
+        headers, request_id = response.headers, g.request_id
+        headers[REQUEST_ID] = request_id
+        headers["X-Linescore-Worker"] = worker  # which worker answered, for operators
+        if log_access and access_log.isEnabledFor(logging.INFO):
+            path = served.path
+            fields = {
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "endpoint": endpoint,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "bytes_in": served.content_length or 0,
+                "bytes_out": response.calculate_content_length() or 0,
+                "remote_addr": served.remote_addr,
+                "user_agent": served.environ.get("HTTP_USER_AGENT", ""),
+                "worker": worker,
+            }
+            # handle(makeRecord()) is what info() does, less its walk up the stack for the
+            # caller's file and line, which no access line shows.
+            access_log.handle(
+                access_log.makeRecord(
+                    ACCESS,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "%s %s %d",
+                    (method, path, status),
+                    None,
+                    extra={"fields": fields},
+                )
+            )
         return response

@@ -209,6 +209,13 @@ PLAIN_OR_NOT = [
     {"cutout": [[0.5] * 32] * 9, "detectid": "a[b"},
     {"cutout": [[0.5] * 32] * 9, "wave": -1},
     {"cutout": [[0.5] * 32] * 9, "extra": 1},
+    {"cutout": [[0.5] * 32] * 9, "detectid": 755.0, "wave": 4000},
+    {"cutout": [[0.5] * 32] * 9, "detectid": None, "wave": None},
+    {"cutout": [[0.5] * 32] * 9, "detectid": "", "wave": 0.0},
+    {"cutout": [[0.5] * 32] * 9, "detectid": "x" * 64, "wave": 5e-324},
+    {"cutout": [[0.5] * 32] * 9, "detectid": "x" * 65},
+    {"cutout": [[0.5] * 32] * 9, "detectid": 2**63},
+    {"cutout": [[0.5] * 32] * 9, "detectid": -(2**63)},
     {"detectid": 1},
     [1, 2],
 ]
@@ -245,6 +252,26 @@ def test_the_fast_json_path_decodes_exactly_as_the_full_one(raw, monkeypatch):
     monkeypatch.setattr(codec, "plain_document", lambda raw: None)  # the full path only
     assert outcome(codec.decode_single, raw) == fast
     assert outcome(lambda b: codec.decode_batch(b, codec.JSON, 16), batch) == fast_batch
+
+
+@pytest.mark.parametrize("columns", [(32, 32, 32), (100, 100, 100), (32, 100, 32)])
+def test_a_plain_batch_checked_as_one_array_decodes_as_the_full_path(rng, columns, monkeypatch):
+    """Cutouts of one shape are converted and checked together; a float32 overflow still
+    fails only its own item, with its own pointer."""
+    items = [{"detectid": i, "cutout": cutout(rng, n)} for i, n in enumerate(columns)]
+    items[1]["cutout"][4][7] = 1e39
+    raw = body({"detections": items})
+    fast = outcome(lambda b: codec.decode_batch(b, codec.JSON, 16), raw)
+    assert fast[1][3]["pointer"] == "/detections/1/cutout"
+    monkeypatch.setattr(codec, "plain_document", lambda raw: None)
+    assert outcome(lambda b: codec.decode_batch(b, codec.JSON, 16), raw) == fast
+
+
+def test_count_byte_counts_as_bytes_count(rng):
+    raw = bytes(rng.integers(0, 256, size=3 * codec.COUNT_CHUNK + 17, dtype=np.uint8))
+    for byte in (b",", b"[", b"\x00"):
+        assert codec.count_byte(raw, byte) == raw.count(byte)
+    assert codec.count_byte(b"", b",") == 0
 
 
 def test_a_plain_batch_never_reaches_the_full_path(rng, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 
 from service.bundle import ModelBundle
 from service.manifest import newest_model_dir
-from service.neighbours import BLAS_FROM, ROUNDING, Neighbours
+from service.neighbours import BLAS_FROM, ROUNDING, Neighbours, mean
 from service.novelty import Novelty, space_features
 from service.pipeline import Scorer, umap_features
 from service.runtime import cap_thread_pools
@@ -152,3 +152,16 @@ def test_packaged_placement_and_novelty_match_a_brute_force_search(packaged, tin
     got, expected = novelty(model_input, embedding), brute_novelty(model_input, embedding)
     np.testing.assert_allclose(got[same], expected[same], atol=5e-3)
     assert np.mean(got[same] == expected[same]) > 0.95
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e3, 1e30])
+def test_mean_is_numpys_mean_to_the_last_bit(rng, scale):
+    rows = (rng.random((2000, 15)) * scale).astype(np.float32)
+    blocks = (rng.random((200, 2, 3, 3, 16, 2)) * scale).astype(np.float32)
+    masked = rng.random((200, 9, 32)) < 0.3
+    for values, axis, dtype in ((rows, 1, None), (blocks, (3, 5), np.float32)):
+        expected = values.mean(axis=axis, dtype=dtype)
+        got = mean(values, axis, dtype)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    expected = masked.mean(axis=(1, 2))
+    assert mean(masked, (1, 2), np.float64).tobytes() == expected.tobytes()

@@ -52,3 +52,14 @@ def test_membership_of_duplicates_weighs_only_the_exact_matches():
     weights = membership(distances, 15)
     np.testing.assert_allclose(weights[0], [1.0] * 6 + [0.0] * 9, atol=1e-12)
     np.testing.assert_array_equal(weights[1], np.ones(15))
+
+
+def test_membership_without_zero_distances_takes_a_shortcut_to_the_same_numbers(rng):
+    """Rows with no zero distance weigh as through the general path, to the last bit: beside an
+    all-zero row (which takes the general path, and being unsolvable, never holds the batch's
+    Newton steps back)."""
+    distances = np.sort(rng.gamma(2.0, 1.0, (300, 15)).astype(np.float32), axis=1)
+    zero = np.zeros((1, 15), dtype=np.float32)
+    for rows in (distances, distances[:1], distances[7:8], distances[299:]):
+        general = membership(np.concatenate([rows, zero]), 15)[:-1]
+        assert membership(rows, 15).tobytes() == general.tobytes()

@@ -67,6 +67,15 @@ def test_each_request_writes_one_json_access_line(client, caplog):
     assert line["request_id"] == "r-1" and line["logger"] == "linescore.access"
 
 
+def test_the_access_log_can_be_turned_off(tiny_runtime, caplog):
+    settings = tiny_runtime.settings.model_copy(update={"access_log": False})
+    quiet = create_app(settings, runtime=tiny_runtime).test_client()
+    with caplog.at_level(logging.INFO, logger="linescore.access"):
+        reply = quiet.post("/v1/score", json=GOOD)
+    assert reply.status_code == 200 and reply.headers["X-Request-ID"]
+    assert not [r for r in caplog.records if r.name == "linescore.access"]
+
+
 def test_readiness_turns_503_while_draining(tiny_runtime):
     drain = DrainFlag()
     probe = create_app(tiny_runtime.settings, runtime=tiny_runtime, drain=drain).test_client()
