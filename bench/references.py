@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.timing import median_seconds
 from service.bundle import ModelBundle
 from service.pipeline import CHUNK, Scorer, umap_features
 
@@ -140,13 +141,7 @@ def _cnn_worker(args: tuple[Path, np.ndarray, int]) -> float:
         for i in range(0, len(model_input), CHUNK):
             cnn(model_input[i : i + CHUNK])
 
-    run()
-    times = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - begin)
-    return float(np.median(times))
+    return median_seconds(run, repeats)
 
 
 def cnn_alone(model_dir: Path, cutouts: np.ndarray, repeats: int, processes: int = 2) -> float:
