@@ -10,6 +10,8 @@ batch. Writes bench/CHOICES.md. Run: .venv/bin/python -m bench.choices (part of 
 import io
 import os
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from service.bundle import ModelBundle
 from service.manifest import newest_model_dir
 from service.pipeline import Scorer, umap_features
 from service.preprocess import MAD_TO_SIGMA, robust_centre_and_spread
+from service.runtime import cap_thread_pools
 from training.simulators.a import simulate
 from training.simulators.simulated_set import class_counts_for
 
@@ -153,6 +156,59 @@ def normalisation(cutouts: np.ndarray) -> list[str]:
     ]
 
 
+def numpy_search(train: np.ndarray, k: int) -> Callable[[np.ndarray], tuple]:
+    """The exact search the service ran before faiss: one matrix product against the sample,
+    argpartition and a sort of the k chosen, then their distances."""
+    minus_two_train_t = np.ascontiguousarray(-2.0 * train.T)
+    train_sq = np.einsum("ij,ij->i", train, train)
+
+    def search(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        partial = features @ minus_two_train_t
+        partial += train_sq
+        nearest = np.argpartition(partial, k - 1, axis=1)[:, :k]
+        rows = np.arange(len(features))[:, None]
+        order = np.argsort(partial[rows, nearest], axis=1)
+        squared = partial[rows, nearest[rows, order]]
+        squared += np.einsum("ij,ij->i", features, features)[:, None]
+        return nearest[rows, order], np.sqrt(np.maximum(squared, 0.0))
+
+    return search
+
+
+def knn_search(bundle: ModelBundle) -> list[str]:
+    """faiss (service.neighbours) against the numpy search it replaced, on the packaged model's
+    own reference samples, one thread, taking turns; queries are sample points plus noise."""
+    cap_thread_pools(1)
+    rng = np.random.default_rng(0)
+    searches = {f"novelty, {space}": ref for space, ref in bundle.novelty.references_.items()}
+    if bundle.shared_search is not None:  # the placement's search (novelty's embedding one too)
+        searches = {"UMAP placement": bundle.shared_search.neighbours, **searches}
+    rows = [
+        "| search | dims | k | batch | numpy us/query | faiss us/query | numpy / faiss "
+        "| same neighbours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, faiss_search in searches.items():
+        train, k = faiss_search.train_, faiss_search.k_
+        noise = rng.normal(0, 0.3 * train.std(), (1024, train.shape[1])).astype(np.float32)
+        queries = train[rng.choice(len(train), 1024)] + noise
+        numpy = numpy_search(train, k)
+        same = np.mean(np.sort(numpy(queries)[0], 1) == np.sort(faiss_search(queries)[0], 1))
+        for batch in (1024, 1):
+            part = np.ascontiguousarray(queries[:batch])
+            repeats = 15 if batch > 1 else 300
+            old, new = [], []
+            for _ in range(3):  # taking turns, so drift on a shared machine hits both
+                old.append(median_seconds(partial(numpy, part), repeats))
+                new.append(median_seconds(partial(faiss_search, part), repeats))
+            old_us, new_us = np.median(old) / batch * 1e6, np.median(new) / batch * 1e6
+            rows.append(
+                f"| {name} | {train.shape[1]} | {k} | {batch} | {old_us:.1f} | {new_us:.1f} "
+                f"| {old_us / new_us:.2f} | {same:.4f} |"
+            )
+    return rows
+
+
 def batch_dependence(model_dir: Path, cutouts: np.ndarray) -> list[str]:
     reference = ModelBundle.load(model_dir, umap_transform="reference")
     fast = ModelBundle.load(model_dir, umap_transform="fast")
@@ -180,6 +236,7 @@ def main() -> None:
         ("Gunicorn worker (2 workers): keep-alive and request threads", worker_choices(cutouts)),
         ("Worker memory: glibc malloc settings", malloc_settings(cutouts)),
         ("ONNX Runtime batch chunk and memory arena", onnx_runtime(model_dir)),
+        ("k-NN search: faiss against the numpy search it replaced", knn_search(bundle)),
         ("Single-point SVM", single_point_svm(bundle)),
         ("Normalisation", normalisation(cutouts)),
         ("UMAP placement and batch composition", batch_dependence(model_dir, cutouts)),
