@@ -3,7 +3,7 @@
 UMAP placement and novelty both need, for each cutout, its exact k nearest among a few thousand
 packaged training cutouts. faiss's flat index finds them with a blocked BLAS product and a fused
 top-k selection, about twice as fast per cutout in a batch as numpy's matrix product and
-argpartition were, and somewhat faster for a single cutout.
+argpartition were, and no faster for a single cutout (bench/CHOICES.md).
 """
 
 import math
