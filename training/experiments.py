@@ -32,7 +32,7 @@ from training.dataset import LabelledCutouts
 from training.ensemble import UmapConfig
 from training.evaluate import Evaluation, against_baselines, evaluate, stage2_summary
 from training.fit import train_bundle
-from training.report import comparison_table, stage2_share
+from training.report import comparison_table, difference_text, stage2_share
 from training.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -257,10 +257,7 @@ def cross_table(results: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results.values():
-        against = " | ".join(
-            f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-            for d in r["ensemble_minus"].values()
-        )
+        against = " | ".join(difference_text(d) for d in r["ensemble_minus"].values())
         lines.append(
             f"| {r['variant']} | {r['train']} | {r['test']} | {r['dr1']['cnn']['fom']:.4f} | "
             f"{r['dr1']['ensemble']['fom']:.4f} | {against} | "

@@ -21,6 +21,12 @@ BANDS_2020 = {"discard": (18200, 0.9884), "ambiguous": (17448, 0.7740), "keep": 
 PER_CLASS_2020 = {-1: 46.2, 0: 89.4, 1: 83.5, 2: 63.5, 3: 40.6, 4: 89.9, 5: 89.1}
 
 
+def difference_text(difference: dict) -> str:
+    """A FoM difference and its 95% interval, as every table and verdict here prints it."""
+    low, high = difference["ci95"]
+    return f"{difference['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
 def comparison_table(dr1: dict, low_snr: dict, against: dict, thresholds: dict) -> list[str]:
     """The served decision beside each CNN-alone baseline (:data:`training.evaluate.BASELINES`),
     with the served FoM minus the baseline's and its paired-bootstrap 95% interval.
@@ -37,10 +43,7 @@ def comparison_table(dr1: dict, low_snr: dict, against: dict, thresholds: dict) 
     ]
     for name, label in {"ensemble": "served decision", **BASELINES}.items():
         m, low = dr1[name], low_snr.get(name, {}).get("balanced_accuracy", float("nan"))
-        difference = ""
-        if name in against:
-            d = against[name]
-            difference = f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+        difference = difference_text(against[name]) if name in against else ""
         lines.append(
             f"| {label}{values.get(name, '')} | {m['fom']:.4f} | {m['completeness']:.4f} "
             f"| {m['contamination']:.4f} | {low:.4f} | {difference} |"
@@ -195,8 +198,7 @@ def generalisation_targets(model_dir: Path) -> list[str]:
                 f"({stage2['accuracy']:.4f} vs {stage2['constant_accuracy']:.4f}); ensemble FoM "
                 f"above the CNN alone's at its validation threshold ({r['thresholds'][2]:.2f}) "
                 f"with the 95% interval above 0: "
-                f"{_verdict(diff['ci95'][0] > 0)} ({diff['difference']:+.4f} "
-                f"[{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]).",
+                f"{_verdict(diff['ci95'][0] > 0)} ({difference_text(diff)}).",
             ]
         protocol_2020 = cross.get("2020 | train A | test A")
         if protocol_2020 is not None:
@@ -232,7 +234,7 @@ def generalisation_targets(model_dir: Path) -> list[str]:
         stage2, new = r["stage2"], r["brand_new"]
         against = "; ".join(
             f"{BASELINES[name]} {r['dr1']['cnn' if name == 'cnn_alone' else name]['fom']:.4f}, "
-            f"served minus it {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+            f"served minus it {difference_text(d)}"
             for name, d in r["ensemble_minus"].items()
         )
         lines += [
@@ -282,7 +284,7 @@ def stage2_lines(manifest: dict, held: dict) -> list[str]:
     low, high = difference["ci95"]
     gated = "passed the leave-one-source-out gate" if gate else "was packaged without a gate"
     losing = [
-        f"{BASELINES[name]} {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+        f"{BASELINES[name]} {difference_text(d)}"
         for name, d in held["ensemble_minus"].items()
         if not d["ci95"][0] > 0
     ]

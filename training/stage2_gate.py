@@ -23,7 +23,14 @@ from sklearn.model_selection import StratifiedKFold
 from service.pipeline import decide
 from service.umap_fast import NeighbourTransform
 from training import metrics
-from training.ensemble import Stage2Error, Stage2Verdict, UmapConfig, choose, fit_umap
+from training.ensemble import (
+    Stage2Error,
+    Stage2Verdict,
+    UmapConfig,
+    choose,
+    constant_accuracy,
+    fit_umap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +108,7 @@ def judge_left_out(
             "n": int(in_band.sum()),
             "svm_accuracy": float(np.mean(kept[in_band] == band_truth)),
             "cnn_accuracy": float(np.mean(cnn_kept[in_band] == band_truth)),
-            "constant_accuracy": max(float(band_truth.mean()), 1 - float(band_truth.mean())),
+            "constant_accuracy": constant_accuracy(band_truth),
         }
         if in_band.any()
         else {"n": 0},
